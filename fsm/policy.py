@@ -1,0 +1,354 @@
+"""The supervisor's policy: every timer, limit and bound, validated and frozen.
+
+Defaults come from the production post-mortem (sync every 5 min, stall after 30 min, at most 3
+restarts in a sliding hour, ...). Every value is a default, not a law: a TOML file and environment
+variables override them, and bad input fails with a message naming the key and the rule it broke.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "XMTP_SUPERVISOR__"
+"""Environment overrides look like ``XMTP_SUPERVISOR__TIMERS__SYNC_INTERVAL=2m``."""
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class PolicyError(ValueError):
+    """A configuration value is wrong; the message names the key, the rule and the fix."""
+
+
+def parse_duration(value: object, key: str = "duration") -> float:
+    """Seconds from ``"5m"``, ``"30s"``, ``"1h"``, ``"250ms"``, ``"1d"`` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise PolicyError(f"{key}: expected a duration like \"5m\" or \"30s\", got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if not match:
+            raise PolicyError(
+                f"{key}: {value!r} is not a duration; write a number with a unit "
+                "(ms, s, m, h, d), for example \"5m\" or \"30s\""
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise PolicyError(f"{key}: expected a duration like \"5m\" or \"30s\", got {value!r}")
+    if not math.isfinite(seconds):
+        raise PolicyError(f"{key}: {value!r} is not a finite duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of a duration, for printing the effective policy."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    if seconds < 1 and (seconds * 1000) == int(seconds * 1000):
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:g}s"
+
+
+def _duration(default: str) -> Any:
+    return field(default=parse_duration(default), metadata={"kind": "duration"})
+
+
+@dataclass(frozen=True)
+class Timers:
+    """How often the supervisor looks at the world; all in seconds."""
+
+    sync_interval: float = _duration("5m")
+    health_interval: float = _duration("10m")
+    activity_check_interval: float = _duration("5m")
+    activity_warn_after: float = _duration("15m")
+    stall_timeout: float = _duration("30m")
+    poll_interval: float = _duration("2m")
+    stream_retry_interval: float = _duration("10m")
+    open_timeout: float = _duration("30s")
+    probe_timeout: float = _duration("60s")
+    drain_deadline: float = _duration("10s")
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """The restart circuit breaker: a sliding window of restarts, then jittered backoff."""
+
+    max_restarts: int = 3
+    window: float = _duration("1h")
+    backoff_initial: float = _duration("10s")
+    backoff_max: float = _duration("5m")
+    healthy_reset_after: float = _duration("10m")
+    polling_after: int = 2
+    """Consecutive failed attempts (stream opens, or backoffs with the breaker still open) before
+    degrading to polling."""
+
+
+@dataclass(frozen=True)
+class Dedup:
+    """The bounded processed-message-id set of the hot path."""
+
+    max_ids: int = 500
+    evict: int = 250
+
+
+@dataclass(frozen=True)
+class Store:
+    """The SQLite file holding per-conversation cursors and the reply outbox."""
+
+    path: str = "xmtp-supervisor.db"
+    durability: str = "batch"
+    """``per-message`` commits the cursor after every message; ``batch`` commits in batches."""
+    batch_size: int = 100
+    batch_interval: float = _duration("1s")
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """Limits on message handlers."""
+
+    timeout: float = _duration("30s")
+    concurrency: int = 8
+    outbox_retry_initial: float = _duration("2s")
+    outbox_retry_max: float = _duration("2m")
+
+
+@dataclass(frozen=True)
+class Logging:
+    """Log format and volume."""
+
+    env: str = "production"
+    """``production``: JSON lines at ``info``; ``development``: readable console output."""
+    level: str = "info"
+    warn_interval: float = _duration("5m")
+    """The same warning is logged at most once per interval, with a count of what was suppressed."""
+    debug_content: bool = False
+    """Let message content into debug logs; refused in production."""
+
+
+@dataclass(frozen=True)
+class Http:
+    """The health, readiness, metrics and status endpoint."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """When to raise an alert, and where to post it."""
+
+    consecutive_failures: int = 5
+    webhook_url: str = ""
+    webhook_timeout: float = _duration("5s")
+    rss_ceiling_mb: int = 512
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The whole, validated policy; build it with :func:`load_policy` or :meth:`from_mapping`."""
+
+    timers: Timers = field(default_factory=Timers)
+    breaker: Breaker = field(default_factory=Breaker)
+    dedup: Dedup = field(default_factory=Dedup)
+    store: Store = field(default_factory=Store)
+    handlers: Handlers = field(default_factory=Handlers)
+    logging: Logging = field(default_factory=Logging)
+    http: Http = field(default_factory=Http)
+    alerts: Alerts = field(default_factory=Alerts)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "config") -> Policy:
+        """Build and validate a policy from nested sections, as parsed from TOML."""
+        sections: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls)}
+        for name, value in data.items():
+            if name not in known:
+                raise PolicyError(
+                    f"{source}: unknown section [{name}]; known sections: {', '.join(known)}"
+                )
+            if not isinstance(value, Mapping):
+                raise PolicyError(f"{source}: [{name}] must be a table of keys, got {value!r}")
+            section_type = known[name].default_factory  # type: ignore[misc]
+            sections[name] = _build_section(section_type, name, value, source)
+        policy = cls(**sections)
+        policy.validate()
+        return policy
+
+    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> Policy:
+        """A new policy with some keys replaced, validated again."""
+        merged = self.to_mapping()
+        for section, values in overrides.items():
+            merged.setdefault(section, {}).update(values)
+        return Policy.from_mapping(merged)
+
+    def validate(self) -> None:
+        """Cross-field rules; each failure names the keys and the rule."""
+        t, b, d = self.timers, self.breaker, self.dedup
+        if t.stall_timeout < t.activity_check_interval:
+            raise PolicyError(
+                "timers.stall_timeout: must be at least timers.activity_check_interval "
+                f"({format_duration(t.activity_check_interval)}), because a stall is only noticed "
+                f"by the activity check; got {format_duration(t.stall_timeout)}"
+            )
+        if t.activity_warn_after > t.stall_timeout:
+            raise PolicyError(
+                "timers.activity_warn_after: must not exceed timers.stall_timeout "
+                f"({format_duration(t.stall_timeout)}): the warning comes before the stall"
+            )
+        if b.backoff_max < b.backoff_initial:
+            raise PolicyError(
+                "breaker.backoff_max: must be at least breaker.backoff_initial "
+                f"({format_duration(b.backoff_initial)})"
+            )
+        if d.evict > d.max_ids:
+            raise PolicyError(
+                f"dedup.evict: must be at most dedup.max_ids ({d.max_ids}); got {d.evict}"
+            )
+        if self.store.durability not in ("batch", "per-message"):
+            raise PolicyError(
+                f"store.durability: must be \"batch\" or \"per-message\", got "
+                f"{self.store.durability!r}"
+            )
+        if self.logging.env not in ("production", "development"):
+            raise PolicyError(
+                "logging.env: must be \"production\" or \"development\", got "
+                f"{self.logging.env!r}"
+            )
+        if self.logging.level not in ("debug", "info", "warning", "error"):
+            raise PolicyError(
+                "logging.level: must be one of debug, info, warning, error; got "
+                f"{self.logging.level!r}"
+            )
+        if self.logging.debug_content and self.logging.env == "production":
+            raise PolicyError(
+                "logging.debug_content: message content may only be logged with "
+                "logging.env = \"development\"; XMTP is end-to-end encrypted"
+            )
+        if not 0 <= self.http.port <= 65535:
+            raise PolicyError(f"http.port: must be between 0 and 65535, got {self.http.port}")
+
+    def to_mapping(self) -> dict[str, dict[str, Any]]:
+        """Plain nested values (durations in seconds)."""
+        return {
+            f.name: dataclasses.asdict(getattr(self, f.name)) for f in fields(self)
+        }
+
+    def to_toml(self) -> str:
+        """The effective policy as TOML, durations spelled with units."""
+        lines: list[str] = []
+        for f in fields(self):
+            section = getattr(self, f.name)
+            lines.append(f"[{f.name}]")
+            for sf in fields(section):
+                value = getattr(section, sf.name)
+                lines.append(f"{sf.name} = {_toml_value(value, sf.metadata.get('kind'))}")
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _toml_value(value: Any, kind: str | None) -> str:
+    if kind == "duration":
+        return f'"{format_duration(value)}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+def _build_section(section_type: Any, name: str, values: Mapping[str, Any], source: str) -> Any:
+    known = {f.name: f for f in fields(section_type)}
+    kwargs: dict[str, Any] = {}
+    for key, raw in values.items():
+        full = f"{name}.{key}"
+        if key not in known:
+            raise PolicyError(
+                f"{source}: unknown key {full}; known keys in [{name}]: {', '.join(known)}"
+            )
+        kwargs[key] = _coerce(known[key], raw, full)
+    return section_type(**kwargs)
+
+
+def _coerce(f: dataclasses.Field[Any], raw: Any, key: str) -> Any:
+    kind = f.metadata.get("kind")
+    if kind == "duration":
+        seconds = parse_duration(raw, key)
+        if seconds <= 0:
+            raise PolicyError(f"{key}: must be a positive duration, got {raw!r}")
+        return seconds
+    expected = f.type if isinstance(f.type, type) else {"int": int, "str": str, "bool": bool}.get(
+        str(f.type), object
+    )
+    if expected is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return raw.lower() in ("true", "1", "yes")
+        raise PolicyError(f"{key}: expected true or false, got {raw!r}")
+    if expected is int:
+        if isinstance(raw, bool):
+            raise PolicyError(f"{key}: expected a whole number, got {raw!r}")
+        if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+            raw = int(raw)
+        if not isinstance(raw, int):
+            raise PolicyError(f"{key}: expected a whole number, got {raw!r}")
+        if raw < (0 if key == "http.port" else 1):
+            raise PolicyError(f"{key}: must be at least 1, got {raw}")
+        return raw
+    if expected is str:
+        if not isinstance(raw, str):
+            raise PolicyError(f"{key}: expected a string, got {raw!r}")
+        return raw
+    return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Sections and keys from ``XMTP_SUPERVISOR__SECTION__KEY`` variables."""
+    out: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if len(parts) != 2 or not all(parts):
+            raise PolicyError(
+                f"{name}: environment overrides are spelled {ENV_PREFIX}SECTION__KEY, "
+                f"for example {ENV_PREFIX}TIMERS__SYNC_INTERVAL=5m"
+            )
+        out.setdefault(parts[0], {})[parts[1]] = value
+    return out
+
+
+def load_policy(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Policy:
+    """The effective policy: defaults, then the TOML file, then environment overrides."""
+    data: dict[str, dict[str, Any]] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"{path}: cannot read the config file ({exc.strerror})") from None
+        try:
+            parsed = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(f"{path}: not valid TOML ({exc})") from None
+        for section, values in parsed.items():
+            if not isinstance(values, dict):
+                raise PolicyError(
+                    f"{path}: top-level key {section!r} must be a [section] table"
+                )
+            data[section] = dict(values)
+    for section, values in env_overrides(os.environ if environ is None else environ).items():
+        data.setdefault(section, {}).update(values)
+    return Policy.from_mapping(data, source)

@@ -1,0 +1,49 @@
+"""The ``xmtp-supervisor`` command line: one sub-command per module, imported only when used."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from fsm.policy import PolicyError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module providing add_arguments(parser) and run(args) -> int, one-line help)
+    "check-config": ("xmtp_supervisor.commands.check_config", "validate a config file and print the effective policy"),
+    "simulate": ("xmtp_supervisor.commands.simulate", "run the core in virtual time against a scripted world"),
+    "replay": ("xmtp_supervisor.commands.replay", "replay a transition log and check every transition"),
+    "diagram": ("xmtp_supervisor.commands.diagram", "export the state diagram from the transition table"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xmtp-supervisor",
+        description="Keep an XMTP agent alive: a table-driven state machine around the xmtp SDK.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args._module.run(args)
+    except PolicyError as exc:
+        print(f"xmtp-supervisor: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
