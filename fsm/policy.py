@@ -20,7 +20,8 @@ from typing import Any
 ENV_PREFIX = "XMTP_SUPERVISOR__"
 """Environment overrides look like ``XMTP_SUPERVISOR__TIMERS__SYNC_INTERVAL=2m``."""
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_RE = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+$|^\s*\d+(?:\.\d+)?\s*$")
+_PART_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
@@ -29,19 +30,21 @@ class PolicyError(ValueError):
 
 
 def parse_duration(value: object, key: str = "duration") -> float:
-    """Seconds from ``"5m"``, ``"30s"``, ``"1h"``, ``"250ms"``, ``"1d"`` or a bare number of seconds."""
+    """Seconds from ``"5m"``, ``"30s"``, ``"1h30m"``, ``"250ms"``, ``"1d"`` or a bare number."""
     if isinstance(value, bool):
         raise PolicyError(f"{key}: expected a duration like \"5m\" or \"30s\", got {value!r}")
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if not match:
+        if not _DURATION_RE.match(value):
             raise PolicyError(
                 f"{key}: {value!r} is not a duration; write a number with a unit "
-                "(ms, s, m, h, d), for example \"5m\" or \"30s\""
+                "(ms, s, m, h, d), for example \"5m\", \"30s\" or \"1h30m\""
             )
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        seconds = sum(
+            float(number) * _UNIT_SECONDS[unit or None]
+            for number, unit in _PART_RE.findall(value)
+        )
     else:
         raise PolicyError(f"{key}: expected a duration like \"5m\" or \"30s\", got {value!r}")
     if not math.isfinite(seconds):

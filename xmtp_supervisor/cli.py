@@ -11,10 +11,22 @@ from fsm.policy import PolicyError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module providing add_arguments(parser) and run(args) -> int, one-line help)
-    "check-config": ("xmtp_supervisor.commands.check_config", "validate a config file and print the effective policy"),
-    "simulate": ("xmtp_supervisor.commands.simulate", "run the core in virtual time against a scripted world"),
-    "replay": ("xmtp_supervisor.commands.replay", "replay a transition log and check every transition"),
-    "diagram": ("xmtp_supervisor.commands.diagram", "export the state diagram from the transition table"),
+    "check-config": (
+        "xmtp_supervisor.commands.check_config",
+        "validate a config file and print the effective policy",
+    ),
+    "simulate": (
+        "xmtp_supervisor.commands.simulate",
+        "run the core in virtual time against a scripted world",
+    ),
+    "replay": (
+        "xmtp_supervisor.commands.replay",
+        "replay a transition log and check every transition",
+    ),
+    "diagram": (
+        "xmtp_supervisor.commands.diagram",
+        "export the state diagram from the transition table",
+    ),
 }
 
 
