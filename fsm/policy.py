@@ -182,7 +182,7 @@ class Policy:
                 )
             if not isinstance(value, Mapping):
                 raise PolicyError(f"{source}: [{name}] must be a table of keys, got {value!r}")
-            section_type = known[name].default_factory  # type: ignore[misc]
+            section_type = known[name].default_factory
             sections[name] = _build_section(section_type, name, value, source)
         policy = cls(**sections)
         policy.validate()

@@ -20,7 +20,9 @@ from fsm.core import SupervisorCore
 from fsm.policy import Policy
 from fsm.table import Event
 
-REQUIRED: dict[str, type | tuple[type, ...]] = {"seq": int, "at": (int, float), "event": str, "source": str, "dest": str, "data": dict}
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "seq": int, "at": (int, float), "event": str, "source": str, "dest": str, "data": dict,
+}
 
 
 class LogFormatError(ValueError):
