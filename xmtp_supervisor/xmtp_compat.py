@@ -1,0 +1,128 @@
+"""The one place that papers over gaps of the pinned ``xmtp`` 0.1.5 SDK (libxmtp 1.9 bindings).
+
+Why each helper exists:
+
+* :func:`create_client` — ``Client.create`` defaults ``db_path`` to ``"auto"``, which silently
+  writes ``xmtp-<env>-<inbox>.db3`` into the current directory; here ``db_path=None`` really means
+  an in-memory (ephemeral) database. ``Client.create`` ignores every ``XMTP_*`` environment
+  variable (only ``create_from_env`` reads them), so this helper takes everything explicitly and
+  never reads the environment either. It generates a throwaway wallet key when none is given and
+  forces ``RUST_LOG=off`` unless the caller set ``RUST_LOG`` (the SDK does the same by default).
+* :func:`list_messages` — the SDK's ``Conversation`` has no way to list messages; the FFI
+  conversation's ``find_messages(FfiListMessagesOptions(...))`` does, and returns raw FFI
+  messages, which we decode with the client's own decoder so callers see ``DecodedMessage``.
+* :func:`sync_conversation` — ``Conversation`` does not expose ``sync()`` either.
+* :func:`new_group` — ``Conversations.new_group`` takes addresses; agents usually hold inbox
+  ids, which the FFI accepts through ``create_group_with_inbox_ids``.
+* :func:`ffi_of` — the FFI object behind an SDK wrapper, for anything else not wrapped.
+
+Keep workarounds here (and tested in ``tests/devnode/test_compat.py``) so an SDK upgrade has one
+file to revisit.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+import xmtp
+from xmtp.conversation import Conversation, Group
+from xmtp.messages import DecodedMessage
+from xmtp.signers import create_signer
+from xmtp_bindings import xmtpv3
+
+__all__ = [
+    "create_client",
+    "ffi_of",
+    "list_messages",
+    "new_group",
+    "new_wallet_key",
+    "sync_conversation",
+]
+
+
+def new_wallet_key() -> str:
+    """A random secp256k1 private key as 0x-prefixed hex (valid with overwhelming probability)."""
+    return "0x" + secrets.token_hex(32)
+
+
+async def create_client(
+    *,
+    api_url: str | None,
+    env: str = "local",
+    wallet_key: str | None = None,
+    db_path: str | None = None,
+    db_encryption_key: bytes | str | None = None,
+) -> xmtp.Client:
+    """Create and register a real client against ``api_url`` (e.g. ``DevNode.url``).
+
+    ``wallet_key`` None means a new throwaway identity; ``db_path`` None means an in-memory
+    database (a restart is then a new installation); a key is only used with a ``db_path``.
+    """
+    if env not in ("local", "dev", "production"):
+        raise ValueError(f"unknown XMTP env {env!r}")
+    key = wallet_key or new_wallet_key()
+    if not key.startswith("0x"):
+        key = "0x" + key
+    os.environ.setdefault("RUST_LOG", "off")
+    options = xmtp.ClientOptions(
+        env=env,  # type: ignore[arg-type]
+        api_url=api_url,
+        db_path=db_path,
+        db_encryption_key=db_encryption_key if db_path is not None else None,
+    )
+    return await xmtp.Client.create(create_signer(key), options)
+
+
+def ffi_of(obj: Any) -> Any:
+    """The FFI object wrapped by an SDK ``Conversation`` (or the FFI object itself)."""
+    return getattr(obj, "_ffi", obj)
+
+
+async def sync_conversation(conversation: Conversation) -> None:
+    """Fetch this conversation's new messages from the network (raises when the node refuses)."""
+    await ffi_of(conversation).sync()
+
+
+async def list_messages(
+    conversation: Conversation, sent_after_ns: int | None = None
+) -> list[DecodedMessage[object]]:
+    """The conversation's locally stored messages, decoded, in ascending sent order.
+
+    Only reads the local database: call :func:`sync_conversation` (or a conversations sync)
+    first to fetch from the network. Includes membership-change messages (``GroupUpdated``).
+    """
+    options = xmtpv3.FfiListMessagesOptions(
+        sent_before_ns=None,
+        sent_after_ns=sent_after_ns,
+        limit=None,
+        delivery_status=None,
+        direction=xmtpv3.FfiDirection.ASCENDING,
+        content_types=None,
+        exclude_content_types=None,
+        exclude_sender_inbox_ids=None,
+        sort_by=None,
+        inserted_after_ns=None,
+        inserted_before_ns=None,
+    )
+    raw = await ffi_of(conversation).find_messages(options)
+    client = conversation._client
+    decoded = [client._decode_message(message) for message in raw]
+    decoded.sort(key=lambda message: message.sent_at)
+    return decoded
+
+
+async def new_group(client: xmtp.Client, inbox_ids: list[str]) -> Group:
+    """Create a group from member inbox ids (the SDK's ``new_group`` wants addresses)."""
+    options = xmtpv3.FfiCreateGroupOptions(
+        permissions=None,
+        group_name=None,
+        group_image_url_square=None,
+        group_description=None,
+        custom_permission_policy_set=None,
+        message_disappearing_settings=None,
+        app_data=None,
+    )
+    ffi = ffi_of(client.conversations)
+    return Group(client, await ffi.create_group_with_inbox_ids(inbox_ids, options))
