@@ -141,6 +141,8 @@ class Alerter:
                 self._send.send_nowait(alert)
             except anyio.WouldBlock:
                 self._webhook_failed("queue full")
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass  # shutting down: the alert is logged, there is no one left to post it
         return alert
 
     # delivering ---------------------------------------------------------------------------

@@ -232,12 +232,13 @@ async def serve(
     view: SupervisorView,
     metrics: Metrics,
     policy: Policy,
-    *,
     heartbeat: LoopHeartbeat | None = None,
     redactor: Redactor | None = None,
+    *,
     task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the endpoint until cancelled; start it with ``port = await tg.start(serve, ...)``.
+    """Serve the endpoint until cancelled: ``port = await tg.start(serve, view, metrics, policy,
+    heartbeat)`` (positional, since ``TaskGroup.start`` passes no keyword arguments).
 
     ``task_status.started`` receives the bound port (useful with ``http.port = 0``), or ``None``
     when ``http.enabled`` is false, in which case this returns at once. Without a ``heartbeat``
