@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -414,15 +414,16 @@ def get_logger(name: str = ROOT_LOGGER) -> Any:
     return structlog.get_logger(name).bind(logger=name)
 
 
-def log_transition(
-    source: str, dest: str, trigger: str, *, reason: str | None = None, **fields: Any
-) -> None:
-    """Emit one transition record on the transitions logger (never filtered or rate-limited)."""
-    record: MutableMapping[str, Any] = {"source": source, "dest": dest, "trigger": trigger}
-    if reason is not None:
-        record["reason"] = reason
-    record.update(fields)
-    get_logger(TRANSITIONS_LOGGER).info("transition", **record)
+def log_transition(record: Mapping[str, Any]) -> None:
+    """Emit one core transition record on the transitions logger (never filtered or limited).
+
+    ``record`` is what :class:`fsm.core.SupervisorCore` passes its ``record`` hook (``seq``, ``at``,
+    ``event``, ``source``, ``dest``, ``data``); its FSM event becomes the log event name, exactly
+    as :class:`fsm.translog.TransitionLog` writes it, so the transition file written here (after
+    redaction) is readable by ``xmtp-supervisor replay``.
+    """
+    fields = {k: v for k, v in record.items() if k != "event"}
+    get_logger(TRANSITIONS_LOGGER).info(str(record.get("event", "transition")), **fields)
 
 
 def run_chain(

@@ -11,7 +11,8 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -132,17 +133,29 @@ class Metrics:
     # state machine -------------------------------------------------------------------------
 
     def set_state(self, state: str, since: float | None = None) -> None:
-        """Mark ``state`` current (entered at monotonic ``since``, default now)."""
+        """Mark ``state`` current (entered at monotonic ``since``, default now); re-entering the
+        current state keeps its start time unless ``since`` is given."""
         if self._state is not None and self._state != state:
             self.state.labels(state=self._state).set(0)
         self.state.labels(state=state).set(1)
+        if state != self._state or since is not None:
+            self._state_since = self._clock() if since is None else since
         self._state = state
-        self._state_since = self._clock() if since is None else since
 
     def record_transition(self, source: str, dest: str, since: float | None = None) -> None:
         """Count a transition and make ``dest`` the current state."""
         self.transitions.labels(source=source, dest=dest).inc()
         self.set_state(dest, since)
+
+    def observe_record(self, record: Mapping[str, Any]) -> None:
+        """Update from one :class:`fsm.core.SupervisorCore` record: the core's ``record`` hook
+        can call this directly. Ignored events (``data.ignored``) change nothing but the restart
+        count the core reports."""
+        data = record.get("data") or {}
+        if "ignored" not in data:
+            self.record_transition(str(record["source"]), str(record["dest"]))
+        if isinstance(data.get("restarts_in_window"), int):
+            self.set_restarts_in_window(data["restarts_in_window"])
 
     def set_restarts_in_window(self, count: int) -> None:
         """The breaker's current restart count within its window."""

@@ -31,13 +31,21 @@ MESSAGE_TEXTS = [
 ]
 
 
+def _record(
+    seq: int, event: str, source: str, dest: str, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A record shaped like the core's ``record`` hook argument."""
+    return {"seq": seq, "at": float(seq), "event": event, "source": source, "dest": dest,
+            "data": data or {}}
+
+
 def _demo_run(wallet: str, db_key: str) -> None:
     """A demo-shaped run: a message arrives, is handled, faults happen, states change."""
     log = get_logger("xmtp_supervisor.runtime")
     hot = get_logger("xmtp_supervisor.hot_path")
     log.info("client_created", wallet_key=wallet, db_encryption_key=db_key, env="dev")
     log.info("starting", config={"wallet": wallet, "db": {"key": db_key.upper()}})
-    log_transition("idle", "connecting", "start", reason=f"boot with key {wallet}")
+    log_transition(_record(1, "start", "starting", "starting", {"input": f"key {wallet}"}))
     for i, text in enumerate(MESSAGE_TEXTS):
         mid = secrets.token_hex(32)
         hot.info("message_received", message_id=mid, text=text, sender="0xabc")
@@ -53,8 +61,10 @@ def _demo_run(wallet: str, db_key: str) -> None:
     log.info("raw_key_bytes", key=bytes.fromhex(db_key))
     log.info(f"event name built from data {wallet}")
     logging.getLogger("grpc._channel").warning("channel error key=%s", wallet)
-    log_transition("connecting", "streaming", "stream_opened")
-    log_transition("streaming", "backoff", "stream_failed", reason=f"error from {db_key}")
+    log_transition(_record(2, "stream_opened", "starting", "streaming"))
+    log_transition(
+        _record(3, "stream_error", "streaming", "restarting", {"input": f"error from {db_key}"})
+    )
 
 
 def _assert_clean(text: str, wallet: str, db_key: str) -> None:
@@ -156,16 +166,33 @@ def test_transitions_are_never_rate_limited_or_filtered(make_logs: Any, tmp_path
     path = tmp_path / "t.jsonl"
     cap = make_logs(Policy.from_mapping({"logging": {"level": "error"}}), str(path))
     for i in range(50):
-        log_transition("streaming", "backoff", "stream_failed", attempt=i)
-        get_logger(TRANSITIONS_LOGGER).warning("transition_guard_refused", attempt=i)
+        log_transition(_record(i + 1, "stream_error", "streaming", "restarting"))
+        get_logger(TRANSITIONS_LOGGER).warning("guard_refused", attempt=i)
         get_logger().warning("ordinary_warning", attempt=i)
     lines = [json.loads(line) for line in cap.lines()]
     transitions = [line for line in lines if line["logger"] == TRANSITIONS_LOGGER]
     assert len(transitions) == 100
     assert [line for line in lines if line["event"] == "ordinary_warning"] == []  # level=error
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [r["attempt"] for r in records if r["event"] == "transition"] == list(range(50))
+    assert [r["seq"] for r in records if r["event"] == "stream_error"] == list(range(1, 51))
     assert all(r["logger"] == TRANSITIONS_LOGGER for r in records)
+
+
+def test_transition_file_replays_with_the_core(make_logs: Any, tmp_path: Path) -> None:
+    """The file written through the redacting chain is a valid input for ``replay``."""
+    from fsm.core import SupervisorCore
+    from fsm.table import Event
+    from fsm.translog import read_log, replay
+
+    path = tmp_path / "t.jsonl"
+    make_logs(Policy(), str(path))
+    core = SupervisorCore(Policy(), seed=7, record=log_transition)
+    core.start(0.0)
+    core.feed(Event.STREAM_OPENED, 1.0)
+    core.feed(Event.SYNC_DUE, 301.0)
+    records = list(read_log(path))
+    assert [r["event"] for r in records][:2] == ["start", "stream_opened"]
+    assert replay(records).ok
 
 
 def test_warnings_through_configured_logging_carry_suppressed_count(logs: Any) -> None:
