@@ -83,6 +83,7 @@ class SupervisorCore:
         self.backoff_delay = 0.0
         self.started = False
         self._next_token = 0
+        self._logged_message = 0.0
         self._fired: Row | None = None
         self._guard_results: dict[str, bool] = {}
         self._model = _Model()
@@ -169,6 +170,12 @@ class SupervisorCore:
         data = dict(data or {})
         b = self.book
         b.now = at
+        if b.last_message != self._logged_message:
+            # hot-path activity since the last event: log it so replay sees the same silence
+            data["activity_at"] = b.last_message
+        elif "activity_at" in data:  # replaying a log
+            b.last_message = float(data["activity_at"])
+            b.last_activity = max(b.last_activity, b.last_message)
         b.input = data
         self._prune_window(at)
         effects: list[Effect] = []
@@ -177,6 +184,7 @@ class SupervisorCore:
 
         stale = self._stale_timer(event, data)
         if stale is not None:
+            self._logged_message = b.last_message
             return self._log(event, at, source, source, {**record, "ignored": stale}, effects)
 
         if event is Event.START:
@@ -199,6 +207,7 @@ class SupervisorCore:
             record["guards"] = dict(self._guard_results)
         if row is None:
             b.stream_failures, b.rpc_failures, b.last_activity, b.last_message = saved
+            self._logged_message = b.last_message
             return self._log(event, at, source, source, {**record, "ignored": "no_row"}, effects)
 
         timer = self.timers.pop(event, None) if event in TIMER_EVENTS else None
@@ -211,6 +220,7 @@ class SupervisorCore:
         effects.extend(Perform(a) for a in row.actions)
         if row.dest is not None:
             effects.extend(Perform(a) for a in STATE_SPECS[row.dest].on_enter)
+        self._logged_message = b.last_message
         return self._log(event, at, source, self.state, record, effects)
 
     # -- internals ----------------------------------------------------------------------------

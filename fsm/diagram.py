@@ -1,6 +1,7 @@
 """State diagrams generated from the transition table (mermaid, Graphviz dot, svg).
 
-Internal transitions are not drawn as edges; each state's note lists the timers it arms. A row
+Internal transitions are not drawn as edges; each state's note lists the timers it arms and
+the internal transitions that act (``event [guard] / action``). A row
 with no guard after guarded rows of the same event is the fallback and is labelled ``else``.
 """
 
@@ -45,6 +46,17 @@ def _edges(rows: tuple[Row, ...] = ROWS) -> list[tuple[State, State, str]]:
     return edges
 
 
+def _internal_note(state: State) -> str:
+    """Internal transitions that do something: ``event [guard] / action``."""
+    parts = []
+    for row in ROWS:
+        if row.source is state and row.dest is None and row.actions:
+            guard = f" [{' and '.join(row.guards)}]" if row.guards else ""
+            actions = ", ".join(a.value for a in row.actions)
+            parts.append(f"{row.event.value}{guard} / {actions}")
+    return "; ".join(parts)
+
+
 def _timer_note(spec: StateSpec, policy: Policy) -> str:
     parts = []
     for timer in spec.timers:
@@ -64,7 +76,7 @@ def mermaid(policy: Policy | None = None) -> str:
         lines.append(f"    {source.value} --> {dest.value} : {label}")
     lines.append(f"    {State.STOPPED.value} --> [*]")
     for spec in STATES:
-        note = _timer_note(spec, policy)
+        note = "; ".join(n for n in (_timer_note(spec, policy), _internal_note(spec.state)) if n)
         if note:
             lines.append(f"    note right of {spec.state.value} : {note}")
     return "\n".join(lines) + "\n"
@@ -81,8 +93,8 @@ def dot(policy: Policy | None = None) -> str:
         f"    __start -> {INITIAL.value};",
     ]
     for spec in STATES:
-        note = _timer_note(spec, policy)
-        label = spec.state.value + (f"\\n{note}" if note else "")
+        notes = [n for n in (_timer_note(spec, policy), _internal_note(spec.state)) if n]
+        label = "\\n".join([spec.state.value, *notes])
         shape = ", peripheries=2" if spec.state is State.STOPPED else ""
         lines.append(f'    {spec.state.value} [label="{label}"{shape}];')
     for source, dest, label in _edges():

@@ -1,4 +1,4 @@
-"""Shared pytest set-up: anyio's own plugin runs async tests on asyncio (the xmtp SDK is asyncio)."""
+"""Shared set-up: anyio's own pytest plugin runs async tests on asyncio (the SDK needs it)."""
 
 from __future__ import annotations
 
