@@ -1,0 +1,317 @@
+"""One SQLite file (WAL) with the per-conversation cursors and the reply outbox.
+
+The cursor is what makes delivery at-least-once across crashes: catch-up fetches every message after
+it, and the message path only moves it once a message has been handled. The outbox is what makes a
+reply survive an outage: libxmtp gives up on a send while the network is down and never retries.
+
+Cursor updates are kept in memory and written by :meth:`Store.flush`; with ``durability =
+"per-message"`` every :meth:`Store.advance` flushes at once, with ``"batch"`` the message path's
+flusher writes when ``batch_size`` updates are pending or ``batch_interval`` has passed, and always
+on close. Outbox writes commit immediately: a reply must be on disk before it is sent.
+
+WAL with ``synchronous=NORMAL`` survives a killed process; an OS crash or power loss may lose the
+last few commits, which catch-up turns into re-deliveries, never into losses of handled state.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from fsm.policy import Store as StorePolicy
+
+APPLICATION_ID = 0x584D5453
+"""``PRAGMA application_id`` of our files ("XMTS"): tells our store from any other SQLite file."""
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cursors (
+    conversation_id TEXT PRIMARY KEY,
+    sent_at_ns INTEGER NOT NULL,
+    message_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    created_at REAL NOT NULL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, id);
+"""
+
+PENDING = "pending"
+SENT = "sent"
+
+
+class StoreError(RuntimeError):
+    """The store file cannot be used; the message names the path and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """The last handled message of a conversation: catch-up fetches what comes after it."""
+
+    sent_at_ns: int
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A reply not yet confirmed as sent. ``next_attempt_at`` is wall-clock (epoch) seconds."""
+
+    id: int
+    conversation_id: str
+    text: str
+    idempotency_key: str
+    attempts: int
+    next_attempt_at: float
+    state: str
+
+
+class Store:
+    """The open store. Not thread-safe: use it from the event loop thread only."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        durability: str = "batch",
+        batch_size: int = 100,
+        batch_interval: float = 1.0,
+    ) -> None:
+        if durability not in ("batch", "per-message"):
+            raise ValueError(f"durability must be 'batch' or 'per-message', got {durability!r}")
+        self.path = Path(path)
+        self.durability = durability
+        self.batch_size = batch_size
+        self.batch_interval = batch_interval
+        self._conn = _open(self.path)
+        self._cursors: dict[str, Cursor] = {
+            conv: Cursor(ns, mid)
+            for conv, ns, mid in self._conn.execute(
+                "SELECT conversation_id, sent_at_ns, message_id FROM cursors"
+            )
+        }
+        self._dirty: dict[str, Cursor] = {}
+        self._unflushed = 0
+        self._per_message = durability == "per-message"
+        self.closed = False
+        self.flushes = 0
+        """How many cursor commits were made (for metrics and tests)."""
+
+    @classmethod
+    def from_policy(cls, policy: StorePolicy, path: str | Path | None = None) -> Store:
+        """Open the store configured by ``Policy.store`` (``path`` overrides ``store.path``)."""
+        return cls(
+            policy.path if path is None else path,
+            durability=policy.durability,
+            batch_size=policy.batch_size,
+            batch_interval=policy.batch_interval,
+        )
+
+    # -- cursors -----------------------------------------------------------------------------
+
+    def cursor(self, conversation_id: str) -> Cursor | None:
+        """The conversation's cursor including unflushed updates; None before its first message."""
+        return self._cursors.get(conversation_id)
+
+    def cursors(self) -> dict[str, Cursor]:
+        """Every conversation's cursor (a copy)."""
+        return dict(self._cursors)
+
+    def advance(self, conversation_id: str, sent_at_ns: int, message_id: str) -> bool:
+        """Record a handled message; True when a batch is full and :meth:`flush` is due.
+
+        The cursor never moves backwards. In ``per-message`` mode this commits before returning.
+        """
+        current = self._cursors.get(conversation_id)
+        if current is not None and sent_at_ns < current.sent_at_ns:
+            return False
+        cursor = Cursor(sent_at_ns, message_id)
+        self._cursors[conversation_id] = cursor
+        self._dirty[conversation_id] = cursor
+        self._unflushed += 1
+        if self._per_message:
+            self.flush()
+            return False
+        return self._unflushed >= self.batch_size
+
+    @property
+    def pending(self) -> int:
+        """Handled messages whose cursor update is not on disk yet: at most this many messages
+        are delivered again after a crash."""
+        return self._unflushed
+
+    def flush(self) -> int:
+        """Commit pending cursor updates; returns how many were written."""
+        if not self._dirty:
+            return 0
+        dirty, self._dirty = self._dirty, {}
+        unflushed, self._unflushed = self._unflushed, 0
+        rows = [(conv, c.sent_at_ns, c.message_id) for conv, c in dirty.items()]
+        try:
+            with self._conn:
+                self._conn.executemany(
+                    "INSERT INTO cursors (conversation_id, sent_at_ns, message_id) "
+                    "VALUES (?, ?, ?) ON CONFLICT(conversation_id) DO UPDATE SET "
+                    "sent_at_ns = excluded.sent_at_ns, message_id = excluded.message_id "
+                    "WHERE excluded.sent_at_ns >= cursors.sent_at_ns",
+                    rows,
+                )
+        except BaseException:
+            # Keep the updates for the next attempt (newer ones win).
+            self._dirty = {**dirty, **self._dirty}
+            self._unflushed += unflushed
+            raise
+        self.flushes += 1
+        return len(rows)
+
+    def close(self) -> None:
+        """Flush and close; closing twice is harmless."""
+        if self.closed:
+            return
+        try:
+            self.flush()
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._conn.close()
+            self.closed = True
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    def outbox_add(
+        self, conversation_id: str, text: str, idempotency_key: str, now: float
+    ) -> OutboxEntry | None:
+        """Persist a reply (committed before returning); None if the key was already used."""
+        with self._conn:
+            cur = self._conn.execute(
+                "INSERT INTO outbox (conversation_id, text, idempotency_key, next_attempt_at, "
+                "created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(idempotency_key) DO NOTHING",
+                (conversation_id, text, idempotency_key, now, now),
+            )
+        if cur.rowcount == 0:
+            return None
+        assert cur.lastrowid is not None
+        return OutboxEntry(cur.lastrowid, conversation_id, text, idempotency_key, 0, now, PENDING)
+
+    def outbox_pending(self) -> list[OutboxEntry]:
+        """Unconfirmed replies, oldest first (the order they must be sent in)."""
+        rows = self._conn.execute(
+            "SELECT id, conversation_id, text, idempotency_key, attempts, next_attempt_at, state "
+            "FROM outbox WHERE state = ? ORDER BY id",
+            (PENDING,),
+        ).fetchall()
+        return [OutboxEntry(*row) for row in rows]
+
+    def outbox_entry(self, entry_id: int) -> OutboxEntry | None:
+        """One outbox row, whatever its state."""
+        row = self._conn.execute(
+            "SELECT id, conversation_id, text, idempotency_key, attempts, next_attempt_at, state "
+            "FROM outbox WHERE id = ?",
+            (entry_id,),
+        ).fetchone()
+        return OutboxEntry(*row) if row else None
+
+    def outbox_mark_sent(self, entry_id: int, attempts: int) -> None:
+        """The send was confirmed: never send this entry again."""
+        with self._conn:
+            self._conn.execute(
+                "UPDATE outbox SET state = ?, attempts = ?, last_error = NULL WHERE id = ?",
+                (SENT, attempts, entry_id),
+            )
+
+    def outbox_reschedule(
+        self, entry_id: int, attempts: int, next_attempt_at: float, error: str
+    ) -> None:
+        """A send failed; ``error`` is the exception type, never content."""
+        with self._conn:
+            self._conn.execute(
+                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? "
+                "WHERE id = ? AND state = ?",
+                (attempts, next_attempt_at, error, entry_id, PENDING),
+            )
+
+    def outbox_prune(self, sent_before: float) -> int:
+        """Delete confirmed replies created before ``sent_before``; their keys are no longer needed
+        once the cursor is far past the message that produced them."""
+        with self._conn:
+            cur = self._conn.execute(
+                "DELETE FROM outbox WHERE state = ? AND created_at < ?", (SENT, sent_before)
+            )
+        return cur.rowcount
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Rows per state, for metrics."""
+        return dict(
+            self._conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
+        )
+
+
+def _invalid(path: Path, why: str) -> StoreError:
+    return StoreError(
+        f"{path}: not an xmtp-supervisor store ({why}). Point store.path (or "
+        "XMTP_SUPERVISOR__STORE__PATH) at a new file, or move this file away; the supervisor "
+        "creates the store on first start."
+    )
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    if path.is_dir():
+        raise _invalid(path, "it is a directory")
+    if not path.parent.exists():
+        raise StoreError(
+            f"{path}: the directory {path.parent} does not exist; create it or point store.path "
+            "at a writable location"
+        )
+    try:
+        conn = sqlite3.connect(path, isolation_level="DEFERRED")
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot open the store ({exc}); check the path and its "
+                         "permissions") from None
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
+        ).fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise _invalid(path, str(exc)) from None
+    if app_id == 0 and tables:
+        conn.close()
+        raise _invalid(path, "it is an SQLite database of another application")
+    if app_id not in (0, APPLICATION_ID):
+        conn.close()
+        raise _invalid(path, f"application id {app_id:#x} is not ours")
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(
+            f"{path}: written by a newer xmtp-supervisor (schema {version}, this one knows "
+            f"{SCHEMA_VERSION}); upgrade, or point store.path at a new file"
+        )
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        with conn:
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"{path}: cannot initialise the store ({exc}); check that the file and "
+                         "its directory are writable") from None
+    return conn
