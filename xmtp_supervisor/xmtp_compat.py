@@ -14,6 +14,9 @@ Why each helper exists:
 * :func:`sync_conversation` — ``Conversation`` does not expose ``sync()`` either.
 * :func:`new_group` — ``Conversations.new_group`` takes addresses; agents usually hold inbox
   ids, which the FFI accepts through ``create_group_with_inbox_ids``.
+* :func:`is_registered` — ``Client.is_registered`` tests ``signature_request() is None``, but
+  libxmtp keeps returning the (already applied) request after registration, so it stays False;
+  asking the network whether this installation belongs to the inbox is the reliable check.
 * :func:`ffi_of` — the FFI object behind an SDK wrapper, for anything else not wrapped.
 
 Keep workarounds here (and tested in ``tests/devnode/test_compat.py``) so an SDK upgrade has one
@@ -35,6 +38,7 @@ from xmtp_bindings import xmtpv3
 __all__ = [
     "create_client",
     "ffi_of",
+    "is_registered",
     "list_messages",
     "new_group",
     "new_wallet_key",
@@ -78,6 +82,15 @@ async def create_client(
 def ffi_of(obj: Any) -> Any:
     """The FFI object wrapped by an SDK ``Conversation`` (or the FFI object itself)."""
     return getattr(obj, "_ffi", obj)
+
+
+async def is_registered(client: xmtp.Client) -> bool:
+    """Whether the network lists this client's installation under its inbox."""
+    ffi = client._client
+    if ffi is None:
+        return False
+    state = await ffi.inbox_state(True)
+    return any(item.id == client.installation_id for item in state.installations)
 
 
 async def sync_conversation(conversation: Conversation) -> None:
