@@ -79,6 +79,8 @@ class Alerter:
         queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.threshold = policy.alerts.consecutive_failures
+        self.max_restarts = policy.breaker.max_restarts
+        self._breaker_open = False
         self.webhook_url = policy.alerts.webhook_url
         self.timeout = policy.alerts.webhook_timeout
         if self.webhook_url and urlsplit(self.webhook_url).scheme not in ("http", "https"):
@@ -115,6 +117,29 @@ class Alerter:
         """The restart breaker opened: always an alert (the breaker itself limits how often)."""
         return self._raise(
             "breaker_open", detail, state=state, restarts_in_window=restarts_in_window
+        )
+
+    def observe_record(self, record: Mapping[str, Any]) -> Alert | None:
+        """Detect the breaker opening from a :class:`fsm.core.SupervisorCore` record.
+
+        The breaker is open when the core goes to ``backoff`` instead of ``restarting`` because
+        the window already holds ``breaker.max_restarts`` restarts. One alert per opening: it
+        re-arms once the window has slid below the limit.
+        """
+        data = record.get("data") or {}
+        restarts = data.get("restarts_in_window")
+        if "ignored" in data or not isinstance(restarts, int):
+            return None
+        if restarts < self.max_restarts:
+            self._breaker_open = False
+            return None
+        if record.get("dest") != "backoff" or self._breaker_open:
+            return None
+        self._breaker_open = True
+        return self.breaker_opened(
+            restarts,
+            f"{restarts} restarts within the breaker window after {record.get('event')}",
+            state=str(record.get("dest")),
         )
 
     def _raise(

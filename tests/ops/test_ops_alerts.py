@@ -183,3 +183,22 @@ def test_memory_check_records_and_warns_rate_limited(logs: Any) -> None:
 def test_memory_check_reads_real_rss(logs: Any) -> None:
     report = check_memory(Metrics(), Policy())
     assert report.rss_bytes > 1024 * 1024
+
+
+def test_breaker_open_detected_from_core_records(logs: Any) -> None:
+    alerter = Alerter(_policy())  # breaker.max_restarts = 3
+
+    def rec(event: str, dest: str, restarts: int, **data: Any) -> dict[str, Any]:
+        return {"seq": 0, "at": 0.0, "event": event, "source": "x", "dest": dest,
+                "data": {"restarts_in_window": restarts, **data}}
+
+    assert alerter.observe_record(rec("stream_error", "restarting", 2)) is None
+    assert alerter.observe_record(rec("stream_error", "restarting", 3)) is None
+    assert alerter.observe_record(rec("stream_opened", "streaming", 3)) is None
+    alert = alerter.observe_record(rec("stream_error", "backoff", 3))
+    assert alert is not None and alert.reason == "breaker_open"
+    assert alerter.observe_record(rec("backoff_elapsed", "backoff", 3)) is None  # still open
+    assert alerter.observe_record(rec("poll_due", "backoff", 3, ignored="no_row")) is None
+    assert alerter.observe_record(rec("healthy_period", "streaming", 1)) is None  # re-armed
+    assert alerter.observe_record(rec("stream_error", "backoff", 3)) is not None
+    assert len(_events(logs, "alert")) == 2
