@@ -348,7 +348,10 @@ class NodeService:
         data = bytes(request.key_package.key_package_tls_serialized)
         if not data:
             raise BadRequest("missing key_package_tls_serialized")
-        key = installation_key_of(data)
+        try:
+            key = installation_key_of(data)
+        except BadRequest as exc:
+            raise BadRequest(f"bad key package: {exc}") from exc
         self.store.put_key_package(key, data)
         return key
 
