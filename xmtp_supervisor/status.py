@@ -7,6 +7,7 @@ returns).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -55,3 +56,27 @@ class SupervisorView(Protocol):
     def recent_transitions(self, n: int) -> list[dict[str, Any]]:
         """The last ``n`` transition records, oldest first, JSON-serialisable."""
         ...
+
+
+class TransitionHistory:
+    """The last ``maxlen`` transition records, for ``/status``; bounded so it never grows.
+
+    Usable directly as (part of) the core's ``record`` hook; ``recent`` backs
+    :meth:`SupervisorView.recent_transitions`.
+    """
+
+    def __init__(self, maxlen: int = 200) -> None:
+        self.maxlen = maxlen
+        self._records: deque[dict[str, Any]] = deque(maxlen=maxlen)
+
+    def __call__(self, record: Mapping[str, Any]) -> None:
+        self._records.append(dict(record))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def recent(self, n: int) -> list[dict[str, Any]]:
+        """The last ``n`` records, oldest first."""
+        if n <= 0:
+            return []
+        return list(self._records)[-n:]
