@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "xmtp_supervisor.commands.diagram",
         "export the state diagram from the transition table",
     ),
+    "devnode": ("devnode.command", "run a local XMTP node for development and tests"),
 }
 
 
