@@ -153,7 +153,9 @@ class MessagePath:
         self.dedup = DedupSet.from_policy(policy.dedup)
         self._timeout = policy.handlers.timeout
         self._concurrency = policy.handlers.concurrency
-        self._observe = observe_latency
+        self._observe = observe_latency if observe_latency is _no_latency else _safe(
+            observe_latency
+        )
         self._max_backlog = max_backlog
         self.counters = Counters()
         self._lanes: dict[str, _Lane] = {}
@@ -371,10 +373,16 @@ class MessagePath:
     def _settle(self, slot: _Slot, *, advance: bool, completed: bool = True) -> None:
         message, lane = slot.message, slot.lane
         assert message is not None and lane is not None
-        if advance and self._store.advance(
-            message.conversation_id, message.sent_at_ns, message.id
-        ) and self._flush_wanted is not None:
-            self._flush_wanted.set()
+        if advance:
+            try:
+                full = self._store.advance(message.conversation_id, message.sent_at_ns, message.id)
+                if full and self._flush_wanted is not None:
+                    self._flush_wanted.set()
+            except Exception as exc:
+                # Per-message commit failed (disk full, locked): the update stays pending and
+                # is retried by the flusher; handling goes on.
+                _log.error("cursor_flush_failed", error_type=type(exc).__name__,
+                           path=str(self._store.path))
         slot.message = slot.lane = None
         self._inflight -= 1
         if completed:
@@ -467,6 +475,18 @@ class MessagePath:
             # The updates stay pending and are retried; re-delivery is the worst outcome.
             _log.error("cursor_flush_failed", error_type=type(exc).__name__,
                        path=str(self._store.path))
+
+
+def _safe(observe: LatencyObserver) -> LatencyObserver:
+    """A metrics hook that raises must not stop message handling."""
+
+    def guarded(seconds: float) -> None:
+        try:
+            observe(seconds)
+        except Exception as exc:
+            _log.error("latency_observer_failed", error_type=type(exc).__name__)
+
+    return guarded
 
 
 def _at_or_before(message: InboundMessage, cursor: Cursor) -> bool:

@@ -65,7 +65,7 @@ def test_registration_errors() -> None:
     with pytest.raises(ValueError, match="/status"):
         router.command("status")
     with pytest.raises(TypeError, match="async def"):
-        router.on_text(lambda ctx: None)  # type: ignore[arg-type,return-value]
+        router.on_text(lambda ctx: None)
 
 
 @pytest.mark.anyio
@@ -176,7 +176,7 @@ async def test_end_to_end_echo_through_outbox_survives_rerun(db: Path) -> None:
             for m in messages:
                 await path.submit(m)
             await path.wait_idle()
-            store.flush = lambda: 0  # type: ignore[method-assign]  # killed before any flush
+            store.flush = lambda: 0  # killed before any flush
             tg.cancel_scope.cancel()
     assert [t for _, t in send.sent] == ["hello 0", "hello 1", "hello 2"]
     assert outbox.counters.duplicates == 3  # the handlers did run again after the "kill"

@@ -54,7 +54,7 @@ class Recorder:
 async def running(
     store: Store, handler: Handler, pol: Policy | None = None, **kw: object
 ) -> AsyncIterator[MessagePath]:
-    path = MessagePath(store, handler, own_inbox_id="me", policy=pol or policy(), **kw)  # type: ignore[arg-type]
+    path = MessagePath(store, handler, own_inbox_id="me", policy=pol or policy(), **kw)
     async with anyio.create_task_group() as tg:
         await tg.start(path.run)
         yield path
@@ -251,7 +251,7 @@ async def replay_after_crash(db: Path, durability: str, messages: list[InboundMe
             await path1.submit(m)
         await path1.wait_idle()
         # Simulate kill -9: the process vanishes, nothing in memory reaches the file.
-        first.flush = lambda: 0  # type: ignore[method-assign]
+        first.flush = lambda: 0
         tg.cancel_scope.cancel()
     second = Store.from_policy(pol.store, db)
     rec2 = Recorder()
@@ -320,3 +320,31 @@ async def test_backlog_bound_applies_back_pressure(store: Store) -> None:
             assert path.backlog <= 4
         await path.wait_idle()
     assert path.counters.handled == 20
+
+
+async def test_failing_cursor_commit_and_latency_hook_do_not_stop_handling(db: Path) -> None:
+    pol = policy(durability="per-message")
+    store = Store.from_policy(pol.store, db)
+    real_flush = store.flush
+    failures = [2]
+
+    def flaky_flush() -> int:
+        if failures[0]:
+            failures[0] -= 1
+            raise OSError("disk full")
+        return real_flush()
+
+    store.flush = flaky_flush
+
+    def bad_hook(seconds: float) -> None:
+        raise RuntimeError("metrics broke")
+
+    rec = Recorder()
+    async with running(store, rec, pol, observe_latency=bad_hook) as path:
+        ms = [msg("c1") for _ in range(3)]
+        for m in ms:
+            await path.submit(m)
+        await path.wait_idle()
+    assert path.counters.handled == 3
+    store.close()
+    assert Store(db).cursor("c1") == Cursor(ms[-1].sent_at_ns, ms[-1].id)
