@@ -17,6 +17,7 @@ directly. The rules, in order:
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -67,7 +68,8 @@ rule is skipped so dedup and cursor problems stay debuggable; the configured sec
 still scrubbed there."""
 
 REDACTED = "[REDACTED]"
-_KEY_SHAPE = re.compile(r"(?<![0-9A-Za-z])(?:0x)?[0-9a-fA-F]{64}(?![0-9A-Za-z])")
+_KEY_SHAPE = re.compile(r"(?<![0-9a-fA-F])(?:0[xX])?[0-9a-fA-F]{64,}(?![0-9a-fA-F])")
+"""A run of 64 or more hex digits: a raw private key, or one inside a longer hex blob."""
 _MIN_SECRET_LEN = 8
 """Shorter values are not scrubbed: they would match ordinary text (even "[REDACTED]")."""
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
@@ -75,7 +77,8 @@ _LEVEL_ALIASES = {"warn": "warning", "exception": "error", "fatal": "critical", 
 
 
 def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The secret values to scrub, with and without a ``0x`` prefix."""
+    """The secret values to scrub: as given, without ``0x``, and, for hex keys, the base64 and
+    bytes-repr spellings the same key takes once code has decoded it."""
     env = os.environ if environ is None else environ
     out: list[str] = []
     for name in SECRET_ENV_VARS:
@@ -83,9 +86,17 @@ def secrets_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
         if len(value) < _MIN_SECRET_LEN:
             continue
         out.append(value)
-        if value[:2].lower() == "0x" and len(value) - 2 >= _MIN_SECRET_LEN:
-            out.append(value[2:])
-    return out
+        bare = value[2:] if value[:2].lower() == "0x" else value
+        if bare != value and len(bare) >= _MIN_SECRET_LEN:
+            out.append(bare)
+        try:
+            raw = bytes.fromhex(bare)
+        except ValueError:
+            continue
+        b64 = base64.b64encode(raw).decode()
+        urlsafe = base64.urlsafe_b64encode(raw).decode()
+        out.extend({b64, b64.rstrip("="), urlsafe, urlsafe.rstrip("="), repr(raw)[2:-1]})
+    return [s for s in out if len(s) >= _MIN_SECRET_LEN]
 
 
 class Redactor:
@@ -410,8 +421,13 @@ def _isatty(stream: TextIO) -> bool:
 
 
 def get_logger(name: str = ROOT_LOGGER) -> Any:
-    """A structlog logger named ``name`` (the name is the ``logger`` key of every record)."""
-    return structlog.get_logger(name).bind(logger=name)
+    """A structlog logger named ``name`` (the name is the ``logger`` key of every record).
+
+    It stays lazy, so a module-level logger created before :func:`configure_logging` still goes
+    through the configured (redacting) chain; the name reaches the record through the logger
+    factory that :func:`configure_logging` installs.
+    """
+    return structlog.get_logger(name)
 
 
 def log_transition(record: Mapping[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import secrets
@@ -23,6 +24,8 @@ from xmtp_supervisor.logs import (
     log_transition,
     run_chain,
 )
+
+EARLY = get_logger("xmtp_supervisor.early")  # created at import, before configure_logging
 
 MESSAGE_TEXTS = [
     "gm, my seed phrase is correct horse battery staple",
@@ -60,6 +63,10 @@ def _demo_run(wallet: str, db_key: str) -> None:
         log.exception("handler_crashed")
     log.info("raw_key_bytes", key=bytes.fromhex(db_key))
     log.info(f"event name built from data {wallet}")
+    EARLY.info("module_level_logger", text=MESSAGE_TEXTS[0], key=wallet)
+    raw = bytes.fromhex(db_key)
+    log.info("decoded_key", b64=base64.b64encode(raw).decode(), as_str=str(raw))
+    log.info("signature", sig="0x" + secrets.token_hex(65), pk_in_blob=f"ab{wallet[2:]}cd")
     logging.getLogger("grpc._channel").warning("channel error key=%s", wallet)
     log_transition(_record(2, "stream_opened", "starting", "streaming"))
     log_transition(
@@ -69,8 +76,11 @@ def _demo_run(wallet: str, db_key: str) -> None:
 
 def _assert_clean(text: str, wallet: str, db_key: str) -> None:
     lowered = text.lower()
+    raw = bytes.fromhex(db_key)
     for secret in (wallet, wallet[2:], db_key):
         assert secret.lower() not in lowered
+    assert base64.b64encode(raw).decode() not in text
+    assert repr(raw)[2:-1] not in text and repr(raw)[2:-1].replace("\\", "\\\\") not in text
     for message in MESSAGE_TEXTS:
         assert message not in text
         assert message.split()[1] not in text  # not even a fragment survives as a value
@@ -88,6 +98,8 @@ def test_demo_run_leaks_no_secret_and_no_message_text(make_logs: Any, tmp_path: 
     assert all("text" not in line and "content" not in line for line in lines)
     assert REDACTED in cap.text
     assert "grpc._channel" in cap.text  # stdlib records are routed and redacted too
+    early = [line for line in lines if line["event"] == "module_level_logger"]
+    assert early and early[0]["logger"] == "xmtp_supervisor.early" and "text" not in early[0]
     # message ids are kept: dedup problems must stay debuggable
     received = [line for line in lines if line["event"] == "message_received"]
     assert all(len(line["message_id"]) == 64 for line in received)
