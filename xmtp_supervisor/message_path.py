@@ -328,6 +328,7 @@ class MessagePath:
         ready = self._ready
         dispatch = self._dispatch
         observe = self._observe
+        timed = observe is not _no_latency
         clock = time.perf_counter
         counters = self.counters
         try:
@@ -346,20 +347,23 @@ class MessagePath:
                         if message.decode_error is None:
                             slot.calls += 1
                             slot.running = True
-                            started = clock()
+                            started = clock() if timed else 0.0
+                            error: Exception | None = None
                             try:
                                 await dispatch(message)
                             except Exception as exc:
-                                if not scope.cancel_called:
-                                    counters.failed += 1
-                                    _log_failure(message, exc)
-                            else:
-                                if not scope.cancel_called:
-                                    counters.handled += 1
+                                error = exc
                             slot.running = False
                             if scope.cancel_called:
                                 break  # cut while running; settled below, outside the scope
-                            observe(clock() - started)
+                            if error is None:
+                                counters.handled += 1
+                            else:
+                                counters.failed += 1
+                                _log_failure(message, error)
+                                error = None
+                            if timed:
+                                observe(clock() - started)
                         self._settle(slot, advance=True)
                 if slot.message is not None:
                     self._settle_cut(slot)

@@ -103,6 +103,7 @@ class Outbox:
         self._busy: set[str] = set()
         self._known: set[int] = set()
         self._changed: anyio.Event | None = None
+        self._online = True
         self._tg: TaskGroup | None = None
 
     @classmethod
@@ -136,9 +137,10 @@ class Outbox:
             return ReplyResult.DUPLICATE
         item = _Item.of(entry)
         self._known.add(item.id)
-        if conversation_id in self._busy or self._queues.get(conversation_id):
+        if not self._online or conversation_id in self._busy or self._queues.get(conversation_id):
             self._queues.setdefault(conversation_id, deque()).append(item)
-            self._due.setdefault(conversation_id, anyio.current_time())
+            delay = 0.0 if self._online else self.backoff(1)
+            self._due.setdefault(conversation_id, anyio.current_time() + delay)
             self._poke()
             return ReplyResult.QUEUED
         self._busy.add(conversation_id)
@@ -153,8 +155,15 @@ class Outbox:
             self._poke()
         return ReplyResult.SENT if sent else ReplyResult.QUEUED
 
+    def offline(self) -> None:
+        """The runtime knows the network is down: queue new replies without an inline attempt
+        (each would block its handler for the seconds libxmtp takes to fail). Backoff retries go
+        on, in case the runtime is wrong; :meth:`wake` ends this."""
+        self._online = False
+
     def wake(self) -> None:
         """The network is back: try every waiting reply now instead of after its backoff."""
+        self._online = True
         now = anyio.current_time()
         for conversation_id in self._queues:
             self._due[conversation_id] = now

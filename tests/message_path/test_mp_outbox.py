@@ -178,3 +178,17 @@ async def test_send_that_hangs_in_the_retry_loop_times_out(store: Store) -> None
         outbox.wake()
         await until(lambda: outbox.counters.sent == 1)
     assert calls[0] == 3
+
+
+async def test_offline_queues_without_blocking_the_handler(store: Store) -> None:
+    send = FakeSend()
+    outbox = Outbox(store, send, retry_initial=3600, retry_max=3600, rng=lambda: 1.0)
+    async with running(outbox):
+        outbox.offline()
+        assert await outbox.reply("c1", "hello", "m1:0") is ReplyResult.QUEUED
+        await anyio.sleep(0.05)
+        assert send.calls == 0  # not before its backoff
+        outbox.wake()
+        await until(lambda: send.sent)
+        assert await outbox.reply("c1", "again", "m2:0") is ReplyResult.SENT
+    assert [t for _, t in send.sent] == ["hello", "again"]
