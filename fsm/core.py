@@ -12,6 +12,7 @@ Message activity is the hot path and stays off the ``transitions`` call path:
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from fsm.table import (
     State,
     TimerSpec,
 )
+
+logging.getLogger("transitions").setLevel(logging.ERROR)
+"""Events a state has no row for are ignored by design (and logged in the transition log)."""
 
 TIMER_EVENTS = frozenset(t.event for spec in STATE_SPECS.values() for t in spec.timers)
 

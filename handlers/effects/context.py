@@ -1,0 +1,51 @@
+"""What effect handlers may touch: the runtime hands each one this context, nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fsm.policy import Policy
+from fsm.table import Event
+from xmtp_supervisor.message_path import MessagePath
+from xmtp_supervisor.outbox import Outbox
+from xmtp_supervisor.xmtp_adapter import Network, Stream
+
+Outcome = tuple[Event, dict[str, Any]]
+
+
+class EffectContext(Protocol):
+    policy: Policy
+    network: Network
+    path: MessagePath
+    outbox: Outbox
+    log: Any
+    missed_grace_ns: int
+    """Messages younger than this may still be on their way down the stream: not "missed"."""
+
+    def now(self) -> float:
+        """The runtime's one clock (seconds)."""
+        ...
+
+    def since_ns(self) -> int:
+        """Conversations with no cursor yet are caught up from this wall-clock time (ns)."""
+        ...
+
+    def stream_callbacks(self) -> tuple[Callable[..., None], Callable[[str], None],
+                                         Callable[[], None]]:
+        """Fresh (on_message, on_error, on_close) bound to a new stream generation."""
+        ...
+
+    def set_stream(self, stream: Stream | None) -> Stream | None:
+        """Install the open stream (or none); returns the previous one for closing."""
+        ...
+
+    def rpc(self, kind: str, ok: bool) -> None:
+        """Count one supervisor network call (the network budget)."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Sizes of every bounded structure and the process RSS, for the health check."""
+        ...
+
+    def alert(self, reason: str, detail: dict[str, Any]) -> None: ...

@@ -1,0 +1,16 @@
+"""Shutting down: stop taking messages, let in-flight handlers finish up to the deadline, close
+the stream, flush the cursors."""
+
+from __future__ import annotations
+
+from fsm.table import Event
+from handlers.effects.context import EffectContext, Outcome
+
+
+async def run(ctx: EffectContext) -> Outcome:
+    # 80 %: the core's drain_deadline timer is the backstop, this leaves time to flush
+    result = await ctx.path.drain(ctx.policy.timers.drain_deadline * 0.8)
+    stream = ctx.set_stream(None)
+    if stream is not None:
+        await stream.close()
+    return Event.DRAINED, {"finished": result.finished, "cut": result.cut}

@@ -1,0 +1,42 @@
+"""Shared by catch-up, sync, probe and poll: sync, then fetch every conversation after its
+cursor, in order, through the message path (which drops what was already handled).
+
+"Missed" counts messages the network holds that the stream never delivered and that are older
+than a grace period (a message sent a moment ago may still be on its way down the stream); a
+sync that finds any means the stream is dead even though the client never said so.
+"""
+
+from __future__ import annotations
+
+import time
+
+from handlers.effects.context import EffectContext
+from xmtp_supervisor.message_path import Verdict
+
+NEW = (Verdict.ACCEPTED, Verdict.UNDECODABLE)
+
+
+async def fetch_missed(ctx: EffectContext, kind: str) -> int:
+    """Deliver whatever the stream missed; returns how many were older than the grace period.
+
+    Raises what the network raised when nothing at all could be synced.
+    """
+    started_ns = time.time_ns()
+    try:
+        conversation_ids = await ctx.network.sync_conversations()
+    except Exception:
+        ctx.rpc(kind, False)
+        raise
+    ctx.rpc(kind, True)
+    missed = 0
+    for conversation_id in conversation_ids:
+        cursor = ctx.path.cursor(conversation_id)
+        after = cursor.sent_at_ns if cursor is not None else ctx.since_ns()
+        for message in await ctx.network.fetch_after(conversation_id, after):
+            verdict = await ctx.path.submit(message)
+            if verdict in NEW and message.sent_at_ns < started_ns - ctx.missed_grace_ns:
+                missed += 1
+    if missed:
+        ctx.log.warning("stream_missed_messages", kind=kind, missed=missed)
+    ctx.outbox.wake()  # the network answered: pending replies may go now
+    return missed

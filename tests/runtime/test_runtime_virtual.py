@@ -1,0 +1,148 @@
+"""The runtime in virtual time against an in-memory network: hours of timers in milliseconds.
+
+Unit tests of the runtime's wiring (one scheduler, one queue, scopes per state); the same
+behaviours against the real libxmtp client and the devnode are in test_runtime_node.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import pytest
+from fake_network import FakeNetwork
+
+from fsm.policy import Policy
+from fsm.table import State
+from handlers.builtin import default_router
+from xmtp_supervisor.runtime import Supervisor, VirtualClock
+from xmtp_supervisor.store import Store
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class Rig:
+    sup: Supervisor
+    net: FakeNetwork
+    clock: VirtualClock
+    exit_code: list[int]
+
+    async def advance(self, seconds: float, step: float = 30.0) -> None:
+        remaining = seconds
+        while remaining > 0:
+            dt = min(step, remaining)
+            await self.clock.advance(dt)
+            remaining -= dt
+
+    def say(self, conversation: str, text: str) -> None:
+        self.net.deliver(conversation, text, time.time_ns())
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    net = FakeNetwork()
+    store = Store(tmp_path / "agent.db", durability="per-message")
+    clock = VirtualClock()
+    sup = Supervisor(Policy(), net, store, default_router(), clock=clock, seed=1,
+                     handle_signals=False)
+    sup.missed_grace_ns = 0
+    exit_code: list[int] = []
+    async with anyio.create_task_group() as tg:
+
+        async def main() -> None:
+            exit_code.append(await sup.run())
+
+        tg.start_soon(main)
+        await clock.advance(0)
+        yield Rig(sup, net, clock, exit_code)
+        if not exit_code:
+            sup.request_shutdown()
+            for _ in range(20):
+                await clock.advance(1)
+                if exit_code:
+                    break
+        tg.cancel_scope.cancel()
+    store.close()
+
+
+async def test_opens_stream_echoes_and_shuts_down_cleanly(rig: Rig) -> None:
+    assert rig.sup.state == State.STREAMING.value
+    rig.say("c1", "hello")
+    await rig.advance(1)
+    assert rig.net.sent == [("c1", "hello")]
+    rig.sup.request_shutdown()
+    await rig.advance(2)
+    assert rig.exit_code == [0]
+    assert rig.sup.state == State.STOPPED.value
+
+
+async def test_timers_fire_on_schedule_across_virtual_hours(rig: Rig) -> None:
+    await rig.advance(3 * 3600)
+    syncs = rig.net.calls.get("sync", 0)
+    # one catch-up after opening, one periodic sync every 5 min, one probe per 30-min stall
+    assert 36 <= syncs <= 36 + 1 + 6
+    assert rig.net.calls["open_stream"] == 1  # quiet is not dead: never restarted
+    assert rig.sup.core.restart_times == []
+
+
+async def test_stream_error_restarts_and_catches_up_what_was_missed(rig: Rig) -> None:
+    rig.net.kill_streams()
+    rig.say("c1", "sent while the stream was dead")  # no stream: only the network has it
+    await rig.advance(1)
+    assert rig.sup.state == State.STREAMING.value
+    assert rig.net.calls["open_stream"] == 2
+    assert ("c1", "sent while the stream was dead") in rig.net.sent
+
+
+async def test_silent_stream_is_caught_by_the_next_sync(rig: Rig) -> None:
+    for stream in rig.net.streams:
+        stream.silent = True
+    rig.say("c1", "into the void")
+    await rig.advance(301)  # one sync interval
+    assert len(rig.sup.core.restart_times) == 1
+    assert rig.net.sent.count(("c1", "into the void")) == 1
+
+
+async def test_cannot_open_degrades_to_polling_and_still_handles_messages(rig: Rig) -> None:
+    rig.net.down = True
+    rig.net.kill_streams()
+    await rig.advance(120)
+    assert rig.sup.state in (State.POLLING.value, State.BACKOFF.value)
+    await rig.advance(300)
+    assert rig.sup.state == State.POLLING.value
+    rig.net.down = False
+    rig.say("c2", "while polling")
+    await rig.advance(121)
+    assert ("c2", "while polling") in rig.net.sent
+    await rig.advance(600)  # stream retry timer, through the breaker
+    assert rig.sup.state == State.STREAMING.value
+
+
+async def test_breaker_holds_when_the_stream_dies_every_ten_minutes(rig: Rig) -> None:
+    for _ in range(12):
+        await rig.advance(600)
+        rig.net.kill_streams()
+    await rig.advance(1)
+    times = rig.sup.core.restart_times
+    assert times
+    for i, t in enumerate(times):
+        assert sum(1 for u in times[i:] if u < t + 3600) <= 3
+
+
+async def test_status_command_reports_state(rig: Rig) -> None:
+    rig.say("c1", "/status")
+    await rig.advance(1)
+    reply = rig.net.sent[-1][1]
+    assert "streaming" in reply
+
+
+async def test_every_timer_is_cancelled_when_its_state_is_left(rig: Rig) -> None:
+    armed_streaming = rig.sup._scheduler.armed
+    assert armed_streaming == 4  # sync, health, activity, healthy_period
+    rig.sup.request_shutdown()
+    await rig.advance(2)
+    assert rig.sup._scheduler.armed == 0
