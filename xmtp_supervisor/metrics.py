@@ -18,7 +18,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 PREFIX = "xmtp_supervisor"
-RPC_KINDS: tuple[str, ...] = ("open_stream", "sync", "poll", "probe", "health", "send")
+RPC_KINDS: tuple[str, ...] = (
+    "open_stream", "catch_up", "sync", "poll", "probe", "health", "send",
+)
 """Supervisor calls into the SDK, counted by kind and outcome."""
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -124,6 +126,9 @@ class Metrics:
         self.webhook_failures = Counter(
             f"{PREFIX}_alert_webhook_failures", "Alert webhook posts that failed", registry=r,
         )
+        self.refreshers: list[Callable[[], None]] = []
+        """Called before each render: pull counters the hot path keeps as plain integers."""
+        self._seen: dict[str, int] = {}
         for state in states:
             self.state.labels(state=state).set(0)
         for kind in RPC_KINDS:
@@ -222,6 +227,22 @@ class Metrics:
 
     # export --------------------------------------------------------------------------------
 
+    def sync_message_counters(self, counts: Mapping[str, int]) -> None:
+        """Catch the message counters up with the hot path's own integer counters (keys
+        ``received``, ``handled``, ``deduplicated``, ``failed``, ``timed_out``), so no metric
+        call sits on the per-message path."""
+        targets = {"received": self.messages_received, "handled": self.messages_handled,
+                   "deduplicated": self.messages_deduplicated,
+                   "failed": self.messages_failed, "timed_out": self.messages_failed}
+        for key, counter in targets.items():
+            value = counts.get(key, 0)
+            delta = value - self._seen.get(key, 0)
+            if delta > 0:
+                counter.inc(delta)
+                self._seen[key] = value
+
     def render(self) -> bytes:
         """All metrics in the Prometheus text exposition format (see :data:`CONTENT_TYPE`)."""
+        for refresh in self.refreshers:
+            refresh()
         return generate_latest(self.registry)

@@ -15,7 +15,7 @@ import math
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -148,6 +148,8 @@ class RuntimeHooks:
     alert: Callable[[str, dict[str, Any]], None] | None = None
     rpc: Callable[[str, bool], None] | None = None
     latency: Callable[[float], None] | None = None
+    services: list[Callable[[TaskGroup], Awaitable[None]]] = field(default_factory=list)
+    """Started in the runtime's task group before the core starts (ops endpoint, notifier...)."""
 
 
 class Supervisor:
@@ -216,6 +218,8 @@ class Supervisor:
             tg.start_soon(self._read_inbound)
             if self.handle_signals:
                 tg.start_soon(self._watch_signals)
+            for service in self.hooks.services:
+                await service(tg)
             self._apply(self.core.start(self.clock.now()))
             await self._control_loop()
             stream = self.set_stream(None)
