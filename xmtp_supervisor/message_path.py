@@ -12,6 +12,16 @@ Delivery: a message is a duplicate when its id is in the bounded dedup set, or w
 before its conversation's cursor (which survives eviction and restarts). The cursor only moves once
 a handler has finished (returned, raised or timed out), so a crash re-delivers at most the
 unflushed tail: at-least-once across crashes, exactly-once within a process.
+
+Wiring (the runtime owns one task group)::
+
+    store = Store.from_policy(policy.store)
+    outbox = Outbox.from_policy(policy, store, adapter.send_text)
+    path = MessagePath(store, router.dispatcher(outbox, status), own_inbox_id=..., policy=policy)
+    await tg.start(outbox.run); await tg.start(path.run)
+    # each stream message, and after every (re)connect or poll, per conversation, in order:
+    #   await path.submit(m) for m in messages sent after path.cursor(conversation_id)
+    # shutdown: await path.drain(policy.timers.drain_deadline); cancel tg; store.close()
 """
 
 from __future__ import annotations
