@@ -8,10 +8,10 @@ lanes round-robin, one message at a time, so one conversation's handlers run in 
 different conversations run concurrently. Timeouts are enforced by one watchdog task cancelling a
 worker's scope, instead of a cancel scope per message (which costs more than a typical handler).
 
-Delivery: a message is a duplicate when its id is in the bounded dedup set, or when it is at or
-before its conversation's cursor (which survives eviction and restarts). The cursor only moves once
-a handler has finished (returned, raised or timed out), so a crash re-delivers at most the
-unflushed tail: at-least-once across crashes, exactly-once within a process.
+Delivery: a message is a duplicate when its id is in the bounded dedup set or still queued, or
+when it is at or before its conversation's cursor (which survives eviction and restarts). The
+cursor only moves once a handler has finished (returned, raised or timed out), so a crash
+re-delivers at most the unflushed tail: at-least-once across crashes, exactly-once within a process.
 
 Wiring (the runtime owns one task group)::
 
@@ -169,6 +169,9 @@ class MessagePath:
         self._max_backlog = max_backlog
         self.counters = Counters()
         self._lanes: dict[str, _Lane] = {}
+        self._queued_ids: set[str] = set()
+        """Ids accepted and not yet settled: the dedup set may evict them under a backlog, and
+        their cursor has not moved yet, so without this catch-up could queue them twice."""
         self._ready: deque[_Lane] = deque()
         self._slots: list[_Slot] = []
         self._workers = 0
@@ -215,7 +218,7 @@ class MessagePath:
         if message.sender_inbox_id == self._own:
             counters.own_skipped += 1
             return Verdict.OWN
-        if message.id in self.dedup:
+        if message.id in self.dedup or message.id in self._queued_ids:
             counters.deduplicated += 1
             return Verdict.DUPLICATE
         cursor = self._store.cursor(message.conversation_id)
@@ -226,7 +229,7 @@ class MessagePath:
             await self._wait_for_space()
             if self._closed:
                 return Verdict.CLOSED
-            if message.id in self.dedup:  # delivered again while we waited
+            if message.id in self.dedup or message.id in self._queued_ids:  # came again
                 counters.deduplicated += 1
                 return Verdict.DUPLICATE
         self.dedup.add(message.id)
@@ -316,6 +319,7 @@ class MessagePath:
         if lane is None:
             lane = self._lanes[message.conversation_id] = _Lane(message.conversation_id)
         lane.queue.append(message)
+        self._queued_ids.add(message.id)
         self._backlog += 1
         if not lane.scheduled:
             lane.scheduled = True
@@ -397,6 +401,7 @@ class MessagePath:
                 # is retried by the flusher; handling goes on.
                 _log.error("cursor_flush_failed", error_type=type(exc).__name__,
                            path=str(self._store.path))
+        self._queued_ids.discard(message.id)
         slot.message = slot.lane = None
         self._inflight -= 1
         if completed:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mp_fakes import msg, policy
 
 from fsm.policy import Policy
@@ -348,3 +350,55 @@ async def test_failing_cursor_commit_and_latency_hook_do_not_stop_handling(db: P
     assert path.counters.handled == 3
     store.close()
     assert Store(db).cursor("c1") == Cursor(ms[-1].sent_at_ns, ms[-1].id)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    plan=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), min_size=1, max_size=40),
+    max_ids=st.integers(1, 8),
+)
+def test_exactly_once_in_order_whatever_the_repeats(
+    tmp_path_factory: pytest.TempPathFactory, plan: list[tuple[int, int]], max_ids: int
+) -> None:
+    """Each conversation's messages arrive in order, each repeated 0-2 times right after itself
+    or after the whole stream (as catch-up does); every message is handled once, in order."""
+    db = tmp_path_factory.mktemp("prop") / "s.db"
+    originals = [msg(f"c{conv}") for conv, _ in plan]
+    stream: list[InboundMessage] = []
+    for m, (_, repeats) in zip(originals, plan, strict=True):
+        stream.extend([m] * (1 + repeats))
+    stream.extend(originals)  # a full catch-up after a reconnect
+
+    async def main() -> Recorder:
+        store = Store(db)
+        rec = Recorder()
+        async with running(store, rec, policy(max_ids=max_ids, evict=max(1, max_ids // 2),
+                                              concurrency=2)) as path:
+            for m in stream:
+                await path.submit(m)
+            await path.wait_idle()
+        store.close()
+        return rec
+
+    rec = anyio.run(main)
+    expected: dict[str, list[str]] = defaultdict(list)
+    for m in originals:
+        expected[m.conversation_id].append(m.id)
+    assert dict(rec.by_conv) == dict(expected)
+
+
+async def test_queued_message_evicted_from_dedup_is_not_queued_twice(store: Store) -> None:
+    rec = Recorder()
+    path = MessagePath(store, rec, own_inbox_id="me", policy=policy(max_ids=1, evict=1))
+    a, b = msg("c1"), msg("c1")
+    await path.submit(a)
+    await path.submit(b)  # evicts a from the dedup set while a is still queued
+    assert a.id not in path.dedup
+    assert await path.submit(a) is Verdict.DUPLICATE  # catch-up brings it again
+    async with anyio.create_task_group() as tg:
+        await tg.start(path.run)
+        await path.wait_idle()
+        tg.cancel_scope.cancel()
+    assert [m.id for m in rec.seen] == [a.id, b.id]
