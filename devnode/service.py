@@ -225,8 +225,6 @@ class NodeService:
         async def call(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
             await self._admit(name, context)
             request = await self._parse(request_type, raw, context)
-            # libxmtp waits for the response headers before it opens its next subscription.
-            await context.send_initial_metadata((("subscribed", "true"),))
             topics: list[bytes] = []
             cursors: list[int] = []
             for item in request.filters:
@@ -242,6 +240,10 @@ class NodeService:
                     for row in self.store.after(table, topic, cursor):
                         queue.put_nowait(row)
             try:
+                # Headers go out at once (libxmtp waits for them before opening its next
+                # subscription) and only after registration, so once the client sees them
+                # nothing published later can be missed.
+                await context.send_initial_metadata((("subscribed", "true"),))
                 while True:
                     item = await queue.get()
                     if isinstance(item, StreamControl):

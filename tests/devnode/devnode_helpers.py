@@ -11,6 +11,8 @@ from typing import Any
 
 import xmtp
 
+from devnode import DevNode
+
 
 @dataclass
 class Event:
@@ -93,10 +95,23 @@ async def address_of(client: xmtp.Client) -> str:
     return identifier.value
 
 
-async def watch_all_messages(client: xmtp.Client, settle: float = 0.5) -> StreamWatcher:
-    """Open ``stream_all_messages`` and give libxmtp a moment to open its subscriptions."""
+async def watch_all_messages(
+    client: xmtp.Client, node: DevNode | None = None, settle: float = 0.5
+) -> StreamWatcher:
+    """Open ``stream_all_messages`` and wait until libxmtp has subscribed.
+
+    With a ``node``: until both its welcome and group subscriptions are registered there (a
+    subscription with cursor 0 is live-only, so anything published earlier would be missed by
+    the stream, as with xmtp-node-go). Without one: a fixed ``settle`` delay.
+    """
+    before = node.open_streams if node is not None else 0
     watcher = StreamWatcher(client.conversations.stream_all_messages()).start()
-    await asyncio.sleep(settle)
+    if node is None:
+        await asyncio.sleep(settle)
+        return watcher
+    deadline = time.monotonic() + 10
+    while node.open_streams < before + 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     return watcher
 
 

@@ -34,7 +34,7 @@ async def test_register_dm_send_stream_sync_reply(
         == bob.inbox_id
     )
 
-    bob_stream = await watch_all_messages(bob)
+    bob_stream = await watch_all_messages(bob, node)
     try:
         dm = await alice.conversations.new_dm(bob_address)
         await dm.send("hello bob")
@@ -56,14 +56,16 @@ async def test_register_dm_send_stream_sync_reply(
     assert counts.get("RegisterInstallation", 0) == 0
 
 
-async def test_first_messages_of_a_new_dm_reach_the_stream(make_client: ClientFactory) -> None:
+async def test_first_messages_of_a_new_dm_reach_the_stream(
+    node: DevNode, make_client: ClientFactory
+) -> None:
     """A brand-new DM is subscribed with cursor 0 (live only, as xmtp-node-go does it).
 
     Sending right after creating the DM must still reach the peer's stream: libxmtp syncs the
     new group when it processes the welcome, before re-subscribing.
     """
     alice, bob = await make_client(), await make_client()
-    bob_stream = await watch_all_messages(bob)
+    bob_stream = await watch_all_messages(bob, node)
     try:
         dm = await alice.conversations.new_dm(await address_of(bob))
         sent = [f"burst {i}" for i in range(5)]

@@ -32,10 +32,10 @@ async def dm_pair(make_client: ClientFactory) -> tuple[xmtp.Client, xmtp.Client,
 
 
 async def streaming_pair(
-    make_client: ClientFactory,
+    node: DevNode, make_client: ClientFactory
 ) -> tuple[xmtp.Client, xmtp.Client, xmtp.Dm, StreamWatcher]:
     alice, bob, dm = await dm_pair(make_client)
-    watcher = await watch_all_messages(bob)
+    watcher = await watch_all_messages(bob, node)
     await dm.send("live")
     assert await watcher.wait_for(lambda: "live" in watcher.texts_only(), 10)
     watcher.mark()
@@ -54,7 +54,7 @@ async def test_node_stopped_errors_then_ends_and_restart_does_not_resubscribe(
     After a restart on the same port the client does not resubscribe by itself (no
     Subscribe* call within 3 s) although unary calls reconnect at once.
     """
-    _, _, dm, watcher = await streaming_pair(make_client)
+    _, _, dm, watcher = await streaming_pair(node, make_client)
     try:
         node.stop()
         assert await watcher.wait_for(lambda: "end" in watcher.kinds(), 10)
@@ -78,7 +78,7 @@ async def test_node_stopped_errors_then_ends_and_restart_does_not_resubscribe(
 
 async def test_end_streams(node: DevNode, make_client: ClientFactory) -> None:
     """Subscriptions closed with status OK: the SDK iteration ends (~2 ms), with no error item."""
-    _, _, _, watcher = await streaming_pair(make_client)
+    _, _, _, watcher = await streaming_pair(node, make_client)
     try:
         node.faults.end_streams()
         ended = await watcher.wait_for(lambda: "end" in watcher.kinds(), 10)
@@ -94,7 +94,7 @@ async def test_abort_streams(
     node: DevNode, make_client: ClientFactory, code: grpc.StatusCode
 ) -> None:
     """Subscriptions failed with a status: an error item (~2 ms), then the iteration ends."""
-    _, _, _, watcher = await streaming_pair(make_client)
+    _, _, _, watcher = await streaming_pair(node, make_client)
     try:
         node.faults.abort_streams(code)
         ended = await watcher.wait_for(lambda: "end" in watcher.kinds(), 10)
@@ -113,7 +113,7 @@ async def test_silent_stream_no_error_no_close_but_sync_finds_messages(
     The message is stored, so a sync + list finds it; after un-silencing, new messages flow
     again on the same stream (the skipped one is not redelivered by the stream).
     """
-    _, bob, dm, watcher = await streaming_pair(make_client)
+    _, bob, dm, watcher = await streaming_pair(node, make_client)
     try:
         node.faults.set_silent(True)
         await dm.send("while silent")
@@ -240,7 +240,7 @@ async def test_frozen_node_errors_after_keepalive_timeout(
     node: DevNode, make_client: ClientFactory
 ) -> None:
     """Connection open, no bytes moving (not even pings): error item + end after ~24 s."""
-    _, _, _, watcher = await streaming_pair(make_client)
+    _, _, _, watcher = await streaming_pair(node, make_client)
     try:
         node.faults.freeze(True)
         ended = await watcher.wait_for(lambda: "end" in watcher.kinds(), 29)
