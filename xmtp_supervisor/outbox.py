@@ -104,6 +104,8 @@ class Outbox:
         self._known: set[int] = set()
         self._changed: anyio.Event | None = None
         self._online = True
+        self._closing = False
+        self._idle: anyio.Event | None = None
         self._tg: TaskGroup | None = None
 
     @classmethod
@@ -131,7 +133,16 @@ class Outbox:
     async def reply(self, conversation_id: str, text: str, idempotency_key: str) -> ReplyResult:
         """Persist the reply, then try to send it now unless earlier replies of the conversation
         are still waiting (replies keep their order). Never raises for a failed send."""
-        entry = self._store.outbox_add(conversation_id, text, idempotency_key, self._wall())
+        try:
+            entry = self._store.outbox_add(conversation_id, text, idempotency_key, self._wall())
+        except sqlite3.Error as exc:
+            # Cannot persist (disk full, locked): a direct send is better than losing the reply;
+            # if that fails too, the handler's failure is logged and counted.
+            _log.error("outbox_persist_failed", conversation_id=conversation_id,
+                       error_type=type(exc).__name__)
+            await self._send(conversation_id, text)
+            self.counters.sent += 1
+            return ReplyResult.SENT
         if entry is None:
             self.counters.duplicates += 1
             return ReplyResult.DUPLICATE
@@ -168,6 +179,17 @@ class Outbox:
         for conversation_id in self._queues:
             self._due[conversation_id] = now
         self._poke()
+
+    async def drain(self, deadline: float) -> int:
+        """Shutdown: start no new sends, let those in flight finish for up to ``deadline``
+        seconds (a send cut mid-way may have reached the network and would be sent again after
+        the restart); returns how many replies stay pending for the next start."""
+        self._closing = True
+        with anyio.move_on_after(deadline):
+            while self._busy:
+                idle = self._idle = anyio.Event()
+                await idle.wait()
+        return self.pending
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Resume replies left pending by an earlier process, then retry until cancelled."""
@@ -216,7 +238,7 @@ class Outbox:
                     del self._queues[conversation_id]
                     self._due.pop(conversation_id, None)
                     continue
-                if conversation_id in self._busy:
+                if conversation_id in self._busy or self._closing:
                     continue
                 due = self._due.get(conversation_id, now)
                 if due <= now:
@@ -240,6 +262,8 @@ class Outbox:
                     if not sent:
                         break
                     queue.popleft()
+                    if self._closing:
+                        break
         finally:
             self._busy.discard(conversation_id)
             self._poke()
@@ -276,3 +300,5 @@ class Outbox:
     def _poke(self) -> None:
         if self._changed is not None:
             self._changed.set()
+        if self._idle is not None and not self._busy:
+            self._idle.set()

@@ -3,6 +3,7 @@ after a restart, never sent twice by itself."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -192,3 +193,41 @@ async def test_offline_queues_without_blocking_the_handler(store: Store) -> None
         await until(lambda: send.sent)
         assert await outbox.reply("c1", "again", "m2:0") is ReplyResult.SENT
     assert [t for _, t in send.sent] == ["hello", "again"]
+
+
+async def test_drain_lets_a_send_in_flight_finish_then_stops(store: Store) -> None:
+    sent: list[str] = []
+    gate = anyio.Event()
+
+    async def gated_send(conversation_id: str, text: str) -> None:
+        await gate.wait()
+        sent.append(text)
+
+    outbox = Outbox(store, gated_send, retry_initial=0.01, retry_max=0.01)
+    async with running(outbox), anyio.create_task_group() as tg:
+        tg.start_soon(outbox.reply, "c1", "one", "m1:0")
+        await anyio.sleep(0.01)
+        await outbox.reply("c1", "two", "m2:0")  # queued behind "one"
+
+        async def open_gate() -> None:
+            await anyio.sleep(0.05)
+            gate.set()
+
+        tg.start_soon(open_gate)
+        with anyio.fail_after(1):
+            left = await outbox.drain(deadline=0.5)
+    assert sent == ["one"]
+    assert left == 1
+    assert [e.text for e in store.outbox_pending()] == ["two"]  # resumed by the next process
+
+
+async def test_unpersistable_reply_is_sent_directly(store: Store) -> None:
+    send = FakeSend()
+    outbox = Outbox(store, send)
+
+    def broken(*args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    store.outbox_add = broken
+    assert await outbox.reply("c1", "hello", "m1:0") is ReplyResult.SENT
+    assert send.sent == [("c1", "hello")]
