@@ -269,7 +269,8 @@ class MessagePath:
         in_flight = self._inflight
         completed_before = self._completed
         if in_flight:
-            self._idle = anyio.Event()
+            if self._idle is None or self._idle.is_set():
+                self._idle = anyio.Event()  # else share it with a wait_idle() caller
             with anyio.move_on_after(deadline):
                 await self._idle.wait()
             if self._inflight:

@@ -402,3 +402,15 @@ async def test_queued_message_evicted_from_dedup_is_not_queued_twice(store: Stor
         await path.wait_idle()
         tg.cancel_scope.cancel()
     assert [m.id for m in rec.seen] == [a.id, b.id]
+
+
+async def test_wait_idle_returns_when_drain_ends_the_work(store: Store) -> None:
+    rec = Recorder()
+    with anyio.fail_after(2):  # the waiter must be released too, or the task group never exits
+        async with running(store, rec) as path, anyio.create_task_group() as tg:
+            await path.submit(msg("c1", "slow"))
+            await path.submit(msg("c1", "hi"))
+            tg.start_soon(path.wait_idle)
+            await anyio.sleep(0.01)
+            result = await path.drain(deadline=1)
+    assert (result.finished, result.dropped) == (1, 1)
