@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "xmtp_supervisor.commands.diagram",
         "export the state diagram from the transition table",
     ),
+    "run": (
+        "xmtp_supervisor.commands.run",
+        "serve an agent under the supervisor (wallet and network from XMTP_* variables)",
+    ),
     "devnode": ("devnode.command", "run a local XMTP node for development and tests"),
 }
 

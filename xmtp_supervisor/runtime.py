@@ -203,6 +203,7 @@ class Supervisor:
         self._started_at = 0.0
         self._state_since = 0.0
         self._since_ns = self._first_start_ns()
+        self._known_conversations: set[str] = set(store.cursors())
         self._tg: TaskGroup | None = None
 
     # -- run ------------------------------------------------------------------------------------
@@ -295,9 +296,28 @@ class Supervisor:
 
     async def _read_inbound(self) -> None:
         core, clock, submit = self.core, self.clock, self.path.submit
+        known = self._known_conversations
         async for message in self._inbound_rx:
             core.note_activity(clock.now())
+            if message.conversation_id not in known:
+                known.add(message.conversation_id)
+                await self._catch_up_new_conversation(message.conversation_id)
             await submit(message)
+
+    async def _catch_up_new_conversation(self, conversation_id: str) -> None:
+        """A conversation the stream shows us for the first time: its first messages may have
+        been sent before libxmtp subscribed to it (libxmtp #2440). Fetch them before the live
+        message, so the cursor never passes a message that was not handled."""
+        try:
+            await self.network.sync_conversation(conversation_id)
+            earlier = await self.network.fetch_after(conversation_id, self._since_ns)
+        except Exception as exc:
+            self.rpc("catch_up", False)
+            self.log.warning("new_conversation_catch_up_failed", error=type(exc).__name__)
+            return
+        self.rpc("catch_up", True)
+        for message in earlier:
+            await self.path.submit(message)
 
     # -- EffectContext --------------------------------------------------------------------------
 

@@ -65,6 +65,8 @@ class Network(Protocol):
 
     async def sync_conversations(self) -> list[str]: ...
 
+    async def sync_conversation(self, conversation_id: str) -> None: ...
+
     async def fetch_after(self, conversation_id: str, after_ns: int) -> list[InboundMessage]: ...
 
     async def send_text(self, conversation_id: str, text: str) -> None: ...
@@ -281,11 +283,21 @@ class XmtpNetwork:
             raise SyncFailed(errors[0])
         return synced
 
-    async def fetch_after(self, conversation_id: str, after_ns: int) -> list[InboundMessage]:
+    def _conversation(self, conversation_id: str) -> Any:
         conversation = self._conversations.get(conversation_id)
         if conversation is None:
             conversation = self._ffi_client.conversation(bytes.fromhex(conversation_id))
             self._conversations[conversation_id] = conversation
+        return conversation
+
+    async def sync_conversation(self, conversation_id: str) -> None:
+        try:
+            await self._conversation(conversation_id).sync()
+        except Exception as exc:
+            raise SyncFailed(describe(exc)) from exc
+
+    async def fetch_after(self, conversation_id: str, after_ns: int) -> list[InboundMessage]:
+        conversation = self._conversation(conversation_id)
         options = xmtpv3.FfiListMessagesOptions(
             sent_before_ns=None, sent_after_ns=after_ns or None, limit=None,
             delivery_status=None, direction=xmtpv3.FfiDirection.ASCENDING, content_types=None,

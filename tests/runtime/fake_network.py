@@ -12,7 +12,8 @@ from xmtp_supervisor.inbound import InboundMessage
 class FakeStream:
     def __init__(self, net: FakeNetwork, on_message: Callable[[InboundMessage], None],
                  on_error: Callable[[str], None], on_close: Callable[[], None]) -> None:
-        self.net, self.on_message, self.on_error, self.on_close = net, on_message, on_error, on_close
+        self.net, self.on_message = net, on_message
+        self.on_error, self.on_close = on_error, on_close
         self.silent = False
         self.closed = False
 
@@ -69,6 +70,11 @@ class FakeNetwork:
         if self.down:
             raise RuntimeError("UNAVAILABLE: sync refused")
         return sorted(self.messages)
+
+    async def sync_conversation(self, conversation_id: str) -> None:
+        self._count("sync_one")
+        if self.down:
+            raise RuntimeError("UNAVAILABLE: sync refused")
 
     async def fetch_after(self, conversation_id: str, after_ns: int) -> list[InboundMessage]:
         self._count("fetch")
