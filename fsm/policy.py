@@ -71,15 +71,26 @@ class Timers:
     """How often the supervisor looks at the world; all in seconds."""
 
     sync_interval: float = _duration("5m")
+    """Periodic sync while streaming; also a probe: what it finds that the stream missed
+    means the stream is dead."""
     health_interval: float = _duration("10m")
+    """Local health check: RSS and the size of every bounded structure."""
     activity_check_interval: float = _duration("5m")
+    """How often silence is measured (the stall timeout is noticed at this granularity)."""
     activity_warn_after: float = _duration("15m")
+    """Silence that earns one warning per silent spell."""
     stall_timeout: float = _duration("30m")
+    """Silence after which the stream is probed (quiet → keep it; behind → restart)."""
     poll_interval: float = _duration("2m")
+    """Sync + fetch after the cursors while the stream is down (polling)."""
     stream_retry_interval: float = _duration("10m")
+    """While polling, how often the stream is retried (through the breaker)."""
     open_timeout: float = _duration("30s")
+    """A stream that is not ready within this is a failed open."""
     probe_timeout: float = _duration("60s")
+    """A probe that does not answer within this counts as dead."""
     drain_deadline: float = _duration("10s")
+    """On shutdown, how long in-flight handlers may finish before they are cut."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +98,15 @@ class Breaker:
     """The restart circuit breaker: a sliding window of restarts, then jittered backoff."""
 
     max_restarts: int = 3
+    """Restarts allowed in any sliding window; one more goes to backoff."""
     window: float = _duration("1h")
+    """The sliding window of the breaker."""
     backoff_initial: float = _duration("10s")
+    """First backoff ceiling; doubles per round, with full jitter."""
     backoff_max: float = _duration("5m")
+    """Cap of the backoff ceiling."""
     healthy_reset_after: float = _duration("10m")
+    """Streaming this long resets the failure count and the backoff exponent."""
     polling_after: int = 2
     """Consecutive failed attempts (stream opens, or backoffs with the breaker still open) before
     degrading to polling."""
@@ -101,7 +117,9 @@ class Dedup:
     """The bounded processed-message-id set of the hot path."""
 
     max_ids: int = 500
+    """Processed message ids remembered in memory."""
     evict: int = 250
+    """When full, this many of the oldest ids are evicted."""
 
 
 @dataclass(frozen=True)
@@ -109,10 +127,13 @@ class Store:
     """The SQLite file holding per-conversation cursors and the reply outbox."""
 
     path: str = "xmtp-supervisor.db"
+    """SQLite file (WAL) with the cursors and the reply outbox."""
     durability: str = "batch"
     """``per-message`` commits the cursor after every message; ``batch`` commits in batches."""
     batch_size: int = 100
+    """Batch durability: commit after this many messages ..."""
     batch_interval: float = _duration("1s")
+    """... or after this long, whichever comes first (and always on shutdown)."""
 
 
 @dataclass(frozen=True)
@@ -120,9 +141,13 @@ class Handlers:
     """Limits on message handlers."""
 
     timeout: float = _duration("30s")
+    """A handler running longer is cut off (and counted)."""
     concurrency: int = 8
+    """Conversations handled concurrently (one conversation is always in order)."""
     outbox_retry_initial: float = _duration("2s")
+    """First retry delay of an unconfirmed reply."""
     outbox_retry_max: float = _duration("2m")
+    """Cap of the reply retry delay."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +157,7 @@ class Logging:
     env: str = "production"
     """``production``: JSON lines at ``info``; ``development``: readable console output."""
     level: str = "info"
+    """debug, info, warning or error."""
     warn_interval: float = _duration("5m")
     """The same warning is logged at most once per interval, with a count of what was suppressed."""
     debug_content: bool = False
@@ -143,8 +169,11 @@ class Http:
     """The health, readiness, metrics and status endpoint."""
 
     enabled: bool = True
+    """Serve /healthz, /readyz, /metrics and /status."""
     host: str = "127.0.0.1"
+    """Bind address (loopback by default)."""
     port: int = 9464
+    """TCP port (0 picks a free one)."""
 
 
 @dataclass(frozen=True)
@@ -152,9 +181,13 @@ class Alerts:
     """When to raise an alert, and where to post it."""
 
     consecutive_failures: int = 5
+    """Failed syncs/polls/opens in a row that raise an alert."""
     webhook_url: str = ""
+    """Optional URL that receives each alert as a JSON POST."""
     webhook_timeout: float = _duration("5s")
+    """Timeout of one webhook POST (no retries)."""
     rss_ceiling_mb: int = 512
+    """RSS above this logs a (rate-limited) warning."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,11 @@ from handlers.effects.context import EffectContext, Outcome
 
 async def run(ctx: EffectContext) -> Outcome:
     # 80 %: the core's drain_deadline timer is the backstop, this leaves time to flush
-    result = await ctx.path.drain(ctx.policy.timers.drain_deadline * 0.8)
+    budget = ctx.policy.timers.drain_deadline * 0.8
+    started = ctx.now()
+    result = await ctx.path.drain(budget)
+    # replies still pending stay in the store and are resumed by the next start
+    await ctx.outbox.drain(max(0.0, budget - (ctx.now() - started)))
     stream = ctx.set_stream(None)
     if stream is not None:
         await stream.close()

@@ -26,6 +26,7 @@ async def fetch_missed(ctx: EffectContext, kind: str) -> int:
         conversation_ids = await ctx.network.sync_conversations()
     except Exception:
         ctx.rpc(kind, False)
+        ctx.outbox.offline()  # new replies queue without blocking their handler for seconds
         raise
     ctx.rpc(kind, True)
     missed = 0
