@@ -7,7 +7,8 @@ verbatim. Requests it cannot parse get ``INVALID_ARGUMENT`` with a reason instea
 
 Semantics follow xmtp-node-go where the client can tell the difference: pages are descending when
 no direction is given, capped at 100, and carry a next cursor only when full; subscriptions send
-their initial metadata at once, replay after a non-zero cursor and are live-only for cursor 0.
+their initial metadata at once and replay everything after their cursor (0 included) before
+going live, as current xmtp-node-go does.
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ class Hub:
                     del self._subs[(table, topic)]
         self._all.discard(queue)
 
-    def publish(self, table: str, topic: bytes, item: Any) -> None:
+    def publish(self, table: str, topic: bytes, row: Row) -> None:
         for queue in self._subs.get((table, topic), ()):
-            queue.put_nowait(item)
+            queue.put_nowait((topic, row))
 
     def control(self, command: StreamControl) -> None:
         for queue in list(self._all):
@@ -234,11 +235,13 @@ class NodeService:
                 topics.append(bytes(topic))
                 cursors.append(int(item.id_cursor))
             queue = self.hub.subscribe(table, topics)
-            # Catch-up and registration happen in the same loop step, so nothing falls between.
+            # Catch up after every cursor, 0 included (current xmtp-node-go does the same: libxmtp
+            # subscribes a brand-new DM with cursor 0 and relies on the replay to see its first
+            # messages). Registration and catch-up happen in one loop step: nothing falls between.
             for topic, cursor in zip(topics, cursors, strict=True):
-                if cursor > 0:
-                    for row in self.store.after(table, topic, cursor):
-                        queue.put_nowait(row)
+                for row in self.store.after(table, topic, cursor):
+                    queue.put_nowait((topic, row))
+            high_water = dict(zip(topics, cursors, strict=True))
             try:
                 # Headers go out at once (libxmtp waits for them before opening its next
                 # subscription) and only after registration, so once the client sees them
@@ -250,9 +253,13 @@ class NodeService:
                         if item.code is None:
                             return
                         await context.abort(item.code, item.details)
+                    topic, row = item
+                    if row.id <= high_water.get(topic, 0):
+                        continue  # never send an envelope twice or go backwards on a topic
+                    high_water[topic] = row.id
                     if self.faults.silent:
                         continue
-                    message = self._envelope(response_type, item)
+                    message = self._envelope(response_type, row)
                     yield message.SerializeToString()
             finally:
                 self.hub.unsubscribe(table, topics, queue)

@@ -11,6 +11,9 @@ Why each helper exists:
 * :func:`list_messages` — the SDK's ``Conversation`` has no way to list messages; the FFI
   conversation's ``find_messages(FfiListMessagesOptions(...))`` does, and returns raw FFI
   messages, which we decode with the client's own decoder so callers see ``DecodedMessage``.
+* :func:`after_ns` — ``DecodedMessage.sent_at`` is a ``datetime`` (microseconds) while libxmtp
+  filters on nanoseconds: ``sent_after_ns=int(sent_at.timestamp() * 1e9)`` both loses precision
+  in the float and rounds down, so the message itself comes back. This gives a safe bound.
 * :func:`sync_conversation` — ``Conversation`` does not expose ``sync()`` either.
 * :func:`new_group` — ``Conversations.new_group`` takes addresses; agents usually hold inbox
   ids, which the FFI accepts through ``create_group_with_inbox_ids``.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 import xmtp
@@ -36,6 +40,7 @@ from xmtp.signers import create_signer
 from xmtp_bindings import xmtpv3
 
 __all__ = [
+    "after_ns",
     "create_client",
     "ffi_of",
     "is_registered",
@@ -96,6 +101,13 @@ async def is_registered(client: xmtp.Client) -> bool:
 async def sync_conversation(conversation: Conversation) -> None:
     """Fetch this conversation's new messages from the network (raises when the node refuses)."""
     await ffi_of(conversation).sync()
+
+
+def after_ns(message: DecodedMessage[object]) -> int:
+    """A ``sent_after_ns`` bound that excludes ``message`` itself (and nothing sent later)."""
+    delta = message.sent_at - datetime(1970, 1, 1, tzinfo=UTC)
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return micros * 1_000 + 999
 
 
 async def list_messages(

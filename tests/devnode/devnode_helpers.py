@@ -100,9 +100,8 @@ async def watch_all_messages(
 ) -> StreamWatcher:
     """Open ``stream_all_messages`` and wait until libxmtp has subscribed.
 
-    With a ``node``: until both its welcome and group subscriptions are registered there (a
-    subscription with cursor 0 is live-only, so anything published earlier would be missed by
-    the stream, as with xmtp-node-go). Without one: a fixed ``settle`` delay.
+    With a ``node``: until both its welcome and group subscriptions are registered there, so a
+    test's first message meets a fully open stream. Without one: a fixed ``settle`` delay.
     """
     before = node.open_streams if node is not None else 0
     watcher = StreamWatcher(client.conversations.stream_all_messages()).start()

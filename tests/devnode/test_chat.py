@@ -56,24 +56,28 @@ async def test_register_dm_send_stream_sync_reply(
     assert counts.get("RegisterInstallation", 0) == 0
 
 
+@pytest.mark.parametrize("latency", [0.0, 0.2])
 async def test_first_messages_of_a_new_dm_reach_the_stream(
-    node: DevNode, make_client: ClientFactory
+    node: DevNode, make_client: ClientFactory, latency: float
 ) -> None:
-    """A brand-new DM is subscribed with cursor 0 (live only, as xmtp-node-go does it).
+    """libxmtp re-subscribes a brand-new DM with cursor 0 after processing its welcome.
 
-    Sending right after creating the DM must still reach the peer's stream: libxmtp syncs the
-    new group when it processes the welcome, before re-subscribing.
+    The node replays from the beginning for cursor 0 (as current xmtp-node-go does), so messages
+    sent before that re-subscription still reach the stream. With 0.2 s latency on every call
+    the sends land well before bob re-subscribes; a live-only node loses them.
     """
     alice, bob = await make_client(), await make_client()
     bob_stream = await watch_all_messages(bob, node)
+    node.faults.set_latency(latency)
     try:
         dm = await alice.conversations.new_dm(await address_of(bob))
-        sent = [f"burst {i}" for i in range(5)]
+        sent = [f"burst {i}" for i in range(3)]
         for text in sent:
             await dm.send(text)
-        assert await bob_stream.wait_for(lambda: len(bob_stream.texts_only()) >= 5, 10)
+        assert await bob_stream.wait_for(lambda: len(bob_stream.texts_only()) >= 3, 15)
         assert sorted(bob_stream.texts_only()) == sorted(sent)
     finally:
+        node.faults.set_latency(0)
         await bob_stream.close()
 
 
@@ -100,8 +104,7 @@ async def test_sent_after_filter_and_order(make_client: ClientFactory) -> None:
         await dm.send(text)
     messages = [m for m in await xmtp_compat.list_messages(dm) if isinstance(m.content, str)]
     assert [m.content for m in messages] == ["one", "two", "three"]
-    after = messages[0].sent_at.timestamp() * 1e9
-    later = await xmtp_compat.list_messages(dm, sent_after_ns=int(after))
+    later = await xmtp_compat.list_messages(dm, sent_after_ns=xmtp_compat.after_ns(messages[0]))
     assert [m.content for m in later if isinstance(m.content, str)] == ["two", "three"]
 
 

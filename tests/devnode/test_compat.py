@@ -59,8 +59,9 @@ async def test_list_messages_ascending_and_after(node: DevNode) -> None:
     assert texts(messages) == ["a", "b", "c"]
     assert all(isinstance(m, xmtp.DecodedMessage) for m in messages)
     assert [m.sent_at for m in messages] == sorted(m.sent_at for m in messages)
-    cut = int(messages[-2].sent_at.timestamp() * 1_000_000_000)
+    cut = xmtp_compat.after_ns(messages[-2])
     assert texts(await xmtp_compat.list_messages(bob_dm, sent_after_ns=cut)) == ["c"]
+    assert cut > int(messages[-2].sent_at.timestamp() * 1e9)  # the naive bound rounds down
 
 
 async def test_new_group_by_inbox_ids(node: DevNode) -> None:

@@ -182,21 +182,18 @@ def test_malformed_requests_get_invalid_argument(
     send(raw, b"still-up", 1)  # the node keeps serving
 
 
-def test_subscription_cursor_zero_is_live_only_nonzero_catches_up(raw: Raw) -> None:
+def test_subscriptions_replay_after_their_cursor_zero_included_then_go_live(raw: Raw) -> None:
     send(raw, b"g", 3)
-    [oldest] = [m.v1.id for m in query(raw, b"g", direction=1, limit=1).messages]
-    live_only = raw.subscribe_groups([(b"g", 0)])
-    catch_up = raw.subscribe_groups([(b"g", oldest)])
-    assert live_only.initial_metadata() is not None  # headers arrive before any message
-    time.sleep(0.2)
+    ids = sorted(m.v1.id for m in query(raw, b"g").messages)
+    from_zero = raw.subscribe_groups([(b"g", 0)])
+    from_first = raw.subscribe_groups([(b"g", ids[0])])
+    assert from_zero.initial_metadata() is not None  # headers arrive before any message
     send(raw, b"g", 1)
     parse = schema.message_class(MLS + "GroupMessage").FromString
-    first_live = parse(next(live_only))
-    replay = [parse(next(catch_up)).v1.id for _ in range(3)]
-    assert replay == [oldest + 1, oldest + 2, oldest + 3]
-    assert first_live.v1.id == oldest + 3
-    live_only.cancel()
-    catch_up.cancel()
+    assert [parse(next(from_zero)).v1.id for _ in range(4)] == [*ids, ids[-1] + 1]
+    assert [parse(next(from_first)).v1.id for _ in range(3)] == [*ids[1:], ids[-1] + 1]
+    from_zero.cancel()
+    from_first.cancel()
 
 
 def test_refuse_some_methods_and_count_calls(node: DevNode, raw: Raw) -> None:
