@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve an agent under the supervisor (wallet and network from XMTP_* variables)",
     ),
     "devnode": ("devnode.command", "run a local XMTP node for development and tests"),
+    "demo": (
+        "xmtp_supervisor.commands.demo",
+        "the supervised echo agent on a local node through injected faults (no wallet needed)",
+    ),
 }
 
 
