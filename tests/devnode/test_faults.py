@@ -203,6 +203,7 @@ async def test_latency_slows_every_call(node: DevNode, make_client: ClientFactor
     assert elapsed >= 0.3
 
 
+@pytest.mark.slow
 async def test_node_down_stream_sync_and_send(node: DevNode, make_client: ClientFactory) -> None:
     """With the node down: a new stream ends after ~2 s with no error item; a sync fails after
     ~2 s; a send fails after ~9 s and is not republished after the node returns."""
