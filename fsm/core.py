@@ -40,6 +40,9 @@ from fsm.table import (
 logging.getLogger("transitions").setLevel(logging.ERROR)
 """Events a state has no row for are ignored by design (and logged in the transition log)."""
 
+_STATES: dict[str, State] = {s.value: s for s in State}
+_EVENTS: dict[Event | str, Event] = {**{e.value: e for e in Event}, **{e: e for e in Event}}
+
 TIMER_EVENTS = frozenset(t.event for spec in STATE_SPECS.values() for t in spec.timers)
 
 Jitter = Callable[[float], float]
@@ -100,6 +103,10 @@ class SupervisorCore:
             ignore_invalid_triggers=True,
             send_event=True,
         )
+        # the per-event trigger methods transitions adds to the model, looked up once
+        self._triggers: dict[Event, Callable[[], bool]] = {
+            event: getattr(self._model, event.value) for event in {row.event for row in ROWS}
+        }
 
     # -- construction -------------------------------------------------------------------------
 
@@ -129,7 +136,7 @@ class SupervisorCore:
 
     @property
     def state(self) -> State:
-        return State(self._model.state)
+        return _STATES[self._model.state]
 
     @property
     def finished(self) -> bool:
@@ -170,8 +177,11 @@ class SupervisorCore:
         self, event: Event | str, at: float, data: Mapping[str, Any] | None = None
     ) -> list[Effect]:
         """Process one control event at time ``at``; return the effects to perform, in order."""
-        event = Event(event)
-        data = dict(data or {})
+        try:
+            event = _EVENTS[event]
+        except KeyError:
+            raise ValueError(f"unknown event {event!r}; known: {', '.join(Event)}") from None
+        data = dict(data) if data else {}
         b = self.book
         b.now = at
         if b.last_message != self._logged_message:
@@ -205,7 +215,7 @@ class SupervisorCore:
 
         self._fired = None
         self._guard_results = {}
-        self._model.trigger(event.value)
+        self._triggers[event]()
         row = self._fired
         if self._guard_results:
             record["guards"] = dict(self._guard_results)
