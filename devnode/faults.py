@@ -16,6 +16,15 @@ from dataclasses import dataclass
 
 import grpc
 
+from devnode.schema import EXPECTED_METHODS
+
+# Names used by counters() and refuse(): the RPC name, except the legacy MLS GetIdentityUpdates,
+# which would otherwise collide with the identity service's.
+MLS_GET_IDENTITY_UPDATES = "MlsApi.GetIdentityUpdates"
+RPC_NAMES: frozenset[str] = frozenset(
+    {name for methods in EXPECTED_METHODS.values() for name in methods} | {MLS_GET_IDENTITY_UPDATES}
+)
+
 
 @dataclass(frozen=True, slots=True)
 class StreamControl:
@@ -77,6 +86,10 @@ class Faults:
     # call faults ---------------------------------------------------------------------------
     def refuse(self, code: grpc.StatusCode | None, methods: set[str] | None = None) -> None:
         """Answer every call (or only ``methods``, by RPC name) with ``code``; ``None`` stops it."""
+        if methods is not None:
+            unknown = set(methods) - RPC_NAMES
+            if unknown:
+                raise ValueError(f"unknown RPC names {sorted(unknown)}; known: {sorted(RPC_NAMES)}")
         with self._lock:
             self._refuse_code = code
             self._refuse_methods = frozenset(methods) if methods is not None else None

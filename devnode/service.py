@@ -21,7 +21,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from devnode import schema
-from devnode.faults import Faults, StreamControl
+from devnode.faults import MLS_GET_IDENTITY_UPDATES, Faults, StreamControl
 from devnode.store import Row, Store
 
 _ID = "xmtp.identity.api.v1."
@@ -30,10 +30,6 @@ ETHEREUM = 1  # IdentifierKind values
 UNSPECIFIED_KIND = 0
 _GROUP = "group_messages"
 _WELCOME = "welcome_messages"
-
-# Counter / refuse() names: the RPC name, except the legacy MLS GetIdentityUpdates, which would
-# otherwise collide with the identity service's.
-MLS_GET_IDENTITY_UPDATES = "MlsApi.GetIdentityUpdates"
 
 
 class BadRequest(Exception):
@@ -395,6 +391,8 @@ class NodeService:
 
     # welcomes ------------------------------------------------------------------------------
     def send_welcome_messages(self, request: Any) -> Any:
+        if not request.messages:
+            raise BadRequest("no welcome messages to send")
         prepared: list[tuple[bytes, bytes]] = []
         for item in request.messages:
             version = item.WhichOneof("version")
@@ -437,6 +435,8 @@ class NodeService:
 
     # group messages ------------------------------------------------------------------------
     def send_group_messages(self, request: Any) -> Any:
+        if not request.messages:
+            raise BadRequest("no group messages to send")
         prepared: list[tuple[bytes, bytes]] = []
         for item in request.messages:
             if item.WhichOneof("version") != "v1":

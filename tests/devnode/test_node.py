@@ -162,6 +162,7 @@ def test_identity_lookup_is_case_insensitive(raw: Raw) -> None:
         ("SendGroupMessages", None, "MLS message too short"),
         ("UploadKeyPackage", None, "key package"),
         ("QueryGroupMessages", b"", "missing group_id"),
+        ("SendGroupMessages", b"", "no group messages"),
     ],
 )
 def test_malformed_requests_get_invalid_argument(
@@ -207,6 +208,8 @@ def test_refuse_some_methods_and_count_calls(node: DevNode, raw: Raw) -> None:
     assert node.faults.counters() == {"SendGroupMessages": 1, "QueryGroupMessages": 2}
     node.faults.reset_counters()
     assert node.faults.counters() == {}
+    with pytest.raises(ValueError, match="unknown RPC names"):
+        node.faults.refuse(grpc.StatusCode.UNAVAILABLE, {"QueryGroupMessage"})
 
 
 def test_freeze_holds_answers_until_thawed(node: DevNode, raw: Raw) -> None:
