@@ -134,6 +134,12 @@ class Store:
     """Batch durability: commit after this many messages ..."""
     batch_interval: float = _duration("1s")
     """... or after this long, whichever comes first (and always on shutdown)."""
+    lookback: float = _duration("10m")
+    """Catch-up re-reads this far behind each cursor: a message the stream skipped (libxmtp
+    #2351) while later ones were handled is still found; ids handled in this window are kept
+    on disk so nothing in it is handled twice."""
+    lookback_max_ids: int = 1000
+    """Handled ids remembered per conversation inside the lookback window (the newest)."""
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,13 @@ class MessagePath:
             counters.deduplicated += 1
             return Verdict.DUPLICATE
         cursor = self._store.cursor(message.conversation_id)
-        if cursor is not None and _at_or_before(message, cursor):
+        if cursor is not None and _at_or_before(message, cursor) and (
+            message.sent_at_ns < cursor.sent_at_ns - self._store.lookback_ns
+            or message.id == cursor.message_id
+            or self._store.handled_recently(message.conversation_id, message.id)
+        ):
+            # Behind the cursor: handled, unless it is inside the lookback window and not
+            # among the ids handled there (a message the stream skipped, libxmtp #2351).
             counters.deduplicated += 1
             return Verdict.DUPLICATE
         if self._backlog >= self._max_backlog:
@@ -238,6 +244,10 @@ class MessagePath:
             counters.undecodable += 1
             return Verdict.UNDECODABLE
         return Verdict.ACCEPTED
+
+    def lookback_from(self, conversation_id: str) -> int | None:
+        """Where catch-up reads from: the lookback window behind the cursor (None: no cursor)."""
+        return self._store.lookback_from(conversation_id)
 
     def cursor(self, conversation_id: str) -> Cursor | None:
         """The conversation's last handled message; catch-up fetches what comes after it."""

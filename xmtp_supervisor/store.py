@@ -44,6 +44,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, id);
+CREATE TABLE IF NOT EXISTS handled (
+    conversation_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    sent_at_ns INTEGER NOT NULL,
+    PRIMARY KEY (conversation_id, message_id)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 PENDING = "pending"
@@ -85,6 +95,8 @@ class Store:
         durability: str = "batch",
         batch_size: int = 100,
         batch_interval: float = 1.0,
+        lookback: float = 600.0,
+        lookback_max_ids: int = 1000,
     ) -> None:
         if durability not in ("batch", "per-message"):
             raise ValueError(f"durability must be 'batch' or 'per-message', got {durability!r}")
@@ -99,6 +111,14 @@ class Store:
                 "SELECT conversation_id, sent_at_ns, message_id FROM cursors"
             )
         }
+        self.lookback_ns = int(lookback * 1e9)
+        self.lookback_max_ids = lookback_max_ids
+        self._recent: dict[str, dict[str, int]] = {}
+        for conv, mid, ns in self._conn.execute(
+            "SELECT conversation_id, message_id, sent_at_ns FROM handled ORDER BY sent_at_ns"
+        ):
+            self._recent.setdefault(conv, {})[mid] = ns
+        self._recent_new: list[tuple[str, str, int]] = []
         self._dirty: dict[str, Cursor] = {}
         self._unflushed = 0
         self._per_message = durability == "per-message"
@@ -114,6 +134,8 @@ class Store:
             durability=policy.durability,
             batch_size=policy.batch_size,
             batch_interval=policy.batch_interval,
+            lookback=policy.lookback,
+            lookback_max_ids=policy.lookback_max_ids,
         )
 
     # -- cursors -----------------------------------------------------------------------------
@@ -131,8 +153,18 @@ class Store:
 
         The cursor never moves backwards. In ``per-message`` mode this commits before returning.
         """
+        recent = self._recent.get(conversation_id)
+        if recent is None:
+            recent = self._recent[conversation_id] = {}
+        recent[message_id] = sent_at_ns
+        if len(recent) > self.lookback_max_ids:
+            del recent[next(iter(recent))]  # the oldest handled first
+        self._recent_new.append((conversation_id, message_id, sent_at_ns))
         current = self._cursors.get(conversation_id)
         if current is not None and sent_at_ns < current.sent_at_ns:
+            # handled late (the stream had skipped it): remembered, but the cursor stays
+            if self._per_message:
+                self.flush()
             return False
         cursor = Cursor(sent_at_ns, message_id)
         self._cursors[conversation_id] = cursor
@@ -149,13 +181,25 @@ class Store:
         are delivered again after a crash."""
         return self._unflushed
 
+    def handled_recently(self, conversation_id: str, message_id: str) -> bool:
+        """Whether this message was handled inside the lookback window (survives restarts)."""
+        recent = self._recent.get(conversation_id)
+        return recent is not None and message_id in recent
+
+    def lookback_from(self, conversation_id: str) -> int | None:
+        """Where catch-up starts reading: ``lookback`` behind the cursor (None: no cursor)."""
+        cursor = self._cursors.get(conversation_id)
+        return None if cursor is None else max(0, cursor.sent_at_ns - self.lookback_ns)
+
     def flush(self) -> int:
         """Commit pending cursor updates; returns how many were written."""
-        if not self._dirty:
+        if not self._dirty and not self._recent_new:
             return 0
         dirty, self._dirty = self._dirty, {}
+        recent_new, self._recent_new = self._recent_new, []
         unflushed, self._unflushed = self._unflushed, 0
         rows = [(conv, c.sent_at_ns, c.message_id) for conv, c in dirty.items()]
+        horizons = [(conv, c.sent_at_ns - self.lookback_ns) for conv, c in dirty.items()]
         try:
             with self._conn:
                 self._conn.executemany(
@@ -165,13 +209,37 @@ class Store:
                     "WHERE excluded.sent_at_ns >= cursors.sent_at_ns",
                     rows,
                 )
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO handled (conversation_id, message_id, sent_at_ns) "
+                    "VALUES (?, ?, ?)", recent_new,
+                )
+                self._conn.executemany(
+                    "DELETE FROM handled WHERE conversation_id = ? AND sent_at_ns < ?", horizons,
+                )
         except BaseException:
             # Keep the updates for the next attempt (newer ones win).
             self._dirty = {**dirty, **self._dirty}
+            self._recent_new = recent_new + self._recent_new
             self._unflushed += unflushed
             raise
+        for conv, horizon in horizons:
+            recent = self._recent.get(conv)
+            if recent:
+                for mid in [m for m, ns in recent.items() if ns < horizon]:
+                    del recent[mid]
         self.flushes += 1
         return len(rows)
+
+    def meta_get(self, key: str) -> str | None:
+        """A small persistent setting (e.g. when the agent first started)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def meta_set(self, key: str, value: str) -> None:
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     def close(self) -> None:
         """Flush and close; closing twice is harmless."""

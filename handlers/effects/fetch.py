@@ -31,8 +31,8 @@ async def fetch_missed(ctx: EffectContext, kind: str) -> int:
     ctx.rpc(kind, True)
     missed = 0
     for conversation_id in conversation_ids:
-        cursor = ctx.path.cursor(conversation_id)
-        after = cursor.sent_at_ns if cursor is not None else ctx.since_ns()
+        start = ctx.path.lookback_from(conversation_id)
+        after = start if start is not None else ctx.since_ns()
         for message in await ctx.network.fetch_after(conversation_id, after):
             verdict = await ctx.path.submit(message)
             if verdict in NEW and message.sent_at_ns < started_ns - ctx.missed_grace_ns:

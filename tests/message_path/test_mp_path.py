@@ -102,9 +102,41 @@ async def test_same_timestamp_other_id_is_not_dropped_by_cursor(store: Store) ->
         await path.submit(msg("c1", ns=5, id="x"))
         await path.wait_idle()
         assert await path.submit(msg("c1", ns=5, id="y")) is Verdict.ACCEPTED
-        assert await path.submit(msg("c1", ns=4, id="z")) is Verdict.DUPLICATE
         await path.wait_idle()
     assert [m.id for m in rec.seen] == ["x", "y"]
+
+
+async def test_message_the_stream_skipped_is_handled_late_not_lost(db: Path) -> None:
+    """libxmtp #2351: m4 never came down the stream, m5 did and was handled; catch-up reads
+    back over the lookback window, finds m4 and it is handled (once), even across a restart."""
+    rec = Recorder()
+    minute = 60 * 10**9
+    store = Store(db, lookback=600.0)
+    async with running(store, rec) as path:
+        await path.submit(msg("c1", ns=25 * minute, id="m5"))
+        await path.wait_idle()
+        assert await path.submit(msg("c1", ns=24 * minute, id="m4")) is Verdict.ACCEPTED
+        await path.wait_idle()
+        assert await path.submit(msg("c1", ns=24 * minute, id="m4")) is Verdict.DUPLICATE
+    store.close()
+    reopened = Store(db, lookback=600.0)
+    async with running(reopened, rec) as path:
+        # a catch-up after the restart re-reads the window: both are known handled
+        for m in (msg("c1", ns=24 * minute, id="m4"), msg("c1", ns=25 * minute, id="m5")):
+            assert await path.submit(m) is Verdict.DUPLICATE
+        assert reopened.lookback_from("c1") == 15 * minute
+    reopened.close()
+    assert [m.id for m in rec.seen] == ["m5", "m4"]
+
+
+async def test_behind_the_lookback_window_counts_as_handled(db: Path) -> None:
+    rec = Recorder()
+    store = Store(db, lookback=60.0)
+    async with running(store, rec) as path:
+        await path.submit(msg("c1", ns=3600 * 10**9, id="late"))
+        await path.wait_idle()
+        assert await path.submit(msg("c1", ns=10 * 10**9, id="ancient")) is Verdict.DUPLICATE
+    store.close()
 
 
 async def test_undecodable_is_counted_advances_cursor_and_is_not_dispatched(
