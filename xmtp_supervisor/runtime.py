@@ -425,13 +425,9 @@ class Supervisor:
     def _first_start_ns(self) -> int:
         """Catch-up for conversations without a cursor starts at the agent's first start ever,
         so a DM created while the agent was down is not lost, and old history is not replayed."""
-        getter = getattr(self.store, "meta_get", None)
-        setter = getattr(self.store, "meta_set", None)
-        if getter is not None and setter is not None:
-            value = getter("first_started_ns")
-            if value is not None:
-                return int(value)
-            now_ns = time.time_ns()
-            setter("first_started_ns", str(now_ns))
-            return now_ns
-        return time.time_ns()
+        value = self.store.meta_get("first_started_ns")
+        if value is not None:
+            return int(value)
+        now_ns = time.time_ns()
+        self.store.meta_set("first_started_ns", str(now_ns))
+        return now_ns
