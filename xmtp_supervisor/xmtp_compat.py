@@ -20,7 +20,18 @@ Why each helper exists:
 * :func:`is_registered` — ``Client.is_registered`` tests ``signature_request() is None``, but
   libxmtp keeps returning the (already applied) request after registration, so it stays False;
   asking the network whether this installation belongs to the inbox is the reliable check.
+* :func:`stream_all_messages` — ``Conversations.stream_all_messages()`` opens the native stream
+  in a fire-and-forget task: ``close()`` before that task ran is a no-op (the native stream leaks),
+  and a stream opened while the node is unreachable just ends ~2 s later with no error item.
+  This version awaits the native ``wait_for_ready()`` so the subscription is live on return,
+  ``close()`` always works, and a stream that closed before becoming ready raises
+  :class:`StreamOpenError` instead of looking like a quiet, healthy stream.
 * :func:`ffi_of` — the FFI object behind an SDK wrapper, for anything else not wrapped.
+
+Not worked around (callers must handle them; see ``devnode/README.md`` for measurements): an
+iterator that ends without an error item is still a failure; libxmtp never resubscribes after a
+node restart; ``sync_all_conversations()`` reports success while every query is refused; a failed
+send is never re-sent by libxmtp.
 
 Keep workarounds here (and tested in ``tests/devnode/test_compat.py``) so an SDK upgrade has one
 file to revisit.
@@ -28,18 +39,21 @@ file to revisit.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 import xmtp
+from xmtp.async_stream import AsyncStream
 from xmtp.conversation import Conversation, Group
 from xmtp.messages import DecodedMessage
 from xmtp.signers import create_signer
 from xmtp_bindings import xmtpv3
 
 __all__ = [
+    "StreamOpenError",
     "after_ns",
     "create_client",
     "ffi_of",
@@ -47,8 +61,13 @@ __all__ = [
     "list_messages",
     "new_group",
     "new_wallet_key",
+    "stream_all_messages",
     "sync_conversation",
 ]
+
+
+class StreamOpenError(RuntimeError):
+    """The native stream closed before it was subscribed (node unreachable or refusing)."""
 
 
 def new_wallet_key() -> str:
@@ -151,3 +170,52 @@ async def new_group(client: xmtp.Client, inbox_ids: list[str]) -> Group:
     )
     ffi = ffi_of(client.conversations)
     return Group(client, await ffi.create_group_with_inbox_ids(inbox_ids, options))
+
+
+class _MessageCallback(xmtpv3.FfiMessageCallback):
+    """Hands native callbacks (called on libxmtp threads) to the caller's event loop."""
+
+    def __init__(self, client: xmtp.Client, loop: asyncio.AbstractEventLoop) -> None:
+        self._client = client
+        self._loop = loop
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.stream: AsyncStream[object] = AsyncStream(self.queue)
+
+    def on_message(self, message: Any) -> None:
+        try:
+            item: object = self._client._decode_message(message)
+        except Exception as exc:  # an undecodable message must not kill the native stream
+            item = exc
+        self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+    def on_error(self, error: Any) -> None:
+        self._loop.call_soon_threadsafe(self.queue.put_nowait, error)
+
+    def on_close(self) -> None:
+        self._loop.call_soon_threadsafe(self.stream._end)
+
+
+async def stream_all_messages(
+    client: xmtp.Client, *, ready_timeout: float = 10.0
+) -> AsyncStream[object]:
+    """All-conversation message stream, subscribed on return.
+
+    Yields ``DecodedMessage`` items, ``FfiSubscribeError`` items (then usually the end), and the
+    exception for a message that could not be decoded. Raises :class:`StreamOpenError` if the
+    native stream closed before it was ready, or ``TimeoutError`` after ``ready_timeout``.
+    """
+    callback = _MessageCallback(client, asyncio.get_running_loop())
+    closer = await ffi_of(client.conversations).stream_all_messages(callback, None)
+
+    async def close() -> None:
+        await closer.end_and_wait()
+
+    callback.stream._closer = close
+    try:
+        await asyncio.wait_for(closer.wait_for_ready(), ready_timeout)
+    except TimeoutError:
+        closer.end()
+        raise
+    if closer.is_closed():
+        raise StreamOpenError("the message stream closed before it was subscribed")
+    return callback.stream

@@ -11,7 +11,7 @@ from typing import Any
 
 import xmtp
 
-from devnode import DevNode
+from xmtp_supervisor import xmtp_compat
 
 
 @dataclass
@@ -95,23 +95,9 @@ async def address_of(client: xmtp.Client) -> str:
     return identifier.value
 
 
-async def watch_all_messages(
-    client: xmtp.Client, node: DevNode | None = None, settle: float = 0.5
-) -> StreamWatcher:
-    """Open ``stream_all_messages`` and wait until libxmtp has subscribed.
-
-    With a ``node``: until both its welcome and group subscriptions are registered there, so a
-    test's first message meets a fully open stream. Without one: a fixed ``settle`` delay.
-    """
-    before = node.open_streams if node is not None else 0
-    watcher = StreamWatcher(client.conversations.stream_all_messages()).start()
-    if node is None:
-        await asyncio.sleep(settle)
-        return watcher
-    deadline = time.monotonic() + 10
-    while node.open_streams < before + 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    return watcher
+async def watch_all_messages(client: xmtp.Client) -> StreamWatcher:
+    """Open the all-messages stream (subscribed on return, via xmtp_compat) and watch it."""
+    return StreamWatcher(await xmtp_compat.stream_all_messages(client)).start()
 
 
 def texts(messages: list[Any]) -> list[str]:

@@ -34,7 +34,7 @@ async def test_register_dm_send_stream_sync_reply(
         == bob.inbox_id
     )
 
-    bob_stream = await watch_all_messages(bob, node)
+    bob_stream = await watch_all_messages(bob)
     try:
         dm = await alice.conversations.new_dm(bob_address)
         await dm.send("hello bob")
@@ -68,7 +68,7 @@ async def test_first_messages_of_a_new_dm_reach_the_stream(
     the send landed ~3 ms before the re-subscription.)
     """
     alice, bob = await make_client(), await make_client()
-    bob_stream = await watch_all_messages(bob, node)
+    bob_stream = await watch_all_messages(bob)
     node.faults.set_latency(latency)
     try:
         dm = await alice.conversations.new_dm(await address_of(bob))
@@ -90,7 +90,7 @@ async def test_stream_opened_after_a_new_dm_still_delivers_it(
     alice, bob = await make_client(), await make_client()
     dm = await alice.conversations.new_dm(await address_of(bob))
     await dm.send("written before bob listened")
-    bob_stream = await watch_all_messages(bob, node)
+    bob_stream = await watch_all_messages(bob)
     try:
         assert await bob_stream.wait_for(lambda: len(bob_stream.texts_only()) >= 1, 10)
         assert bob_stream.texts_only() == ["written before bob listened"]

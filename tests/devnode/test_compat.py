@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,28 @@ async def test_new_group_by_inbox_ids(node: DevNode) -> None:
 async def test_create_client_rejects_unknown_env() -> None:
     with pytest.raises(ValueError):
         await xmtp_compat.create_client(api_url=None, env="mainnet")
+
+
+async def test_stream_all_messages_is_subscribed_on_return_and_closes(node: DevNode) -> None:
+    alice = await xmtp_compat.create_client(api_url=node.url)
+    bob = await xmtp_compat.create_client(api_url=node.url)
+    before = node.open_streams
+    stream = await xmtp_compat.stream_all_messages(bob)
+    assert node.open_streams == before + 2  # welcome + group subscriptions, no sleep needed
+    dm = await alice.conversations.new_dm(await address_of(bob))
+    await dm.send("ready")
+    item = await asyncio.wait_for(anext(stream), 10)
+    assert isinstance(item, xmtp.DecodedMessage) and item.content == "ready"
+    await stream.close()  # works immediately (the SDK's may silently do nothing)
+    await asyncio.sleep(0.2)
+    assert node.open_streams == before
+
+
+async def test_stream_all_messages_raises_when_node_is_down(node: DevNode) -> None:
+    """The SDK's stream would end quietly ~2.1 s later; this raises StreamOpenError instead."""
+    bob = await xmtp_compat.create_client(api_url=node.url)
+    node.stop()
+    started = time.monotonic()
+    with pytest.raises(xmtp_compat.StreamOpenError):
+        await xmtp_compat.stream_all_messages(bob)
+    assert time.monotonic() - started < 10

@@ -35,7 +35,7 @@ async def streaming_pair(
     node: DevNode, make_client: ClientFactory
 ) -> tuple[xmtp.Client, xmtp.Client, xmtp.Dm, StreamWatcher]:
     alice, bob, dm = await dm_pair(make_client)
-    watcher = await watch_all_messages(bob, node)
+    watcher = await watch_all_messages(bob)
     await dm.send("live")
     assert await watcher.wait_for(lambda: "live" in watcher.texts_only(), 10)
     watcher.mark()
