@@ -36,9 +36,9 @@ def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> No
     with pytest.raises(ConfigError) as info:
         ClientSettings.from_env(env)
     assert message in str(info.value)
-    for value in env.values():
-        if len(value) > 8:
-            assert value not in str(info.value) or value in ("/tmp/x",)
+    for name in ("XMTP_WALLET_KEY", "XMTP_DB_ENCRYPTION_KEY"):  # secrets are never echoed
+        if name in env:
+            assert env[name] not in str(info.value)
 
 
 def test_persistent_db_path_is_per_env_and_address(tmp_path: object) -> None:
