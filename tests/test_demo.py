@@ -22,6 +22,13 @@ def _section(output: str, start: str, end: str) -> str:
     return output[begin: stop if stop >= 0 else len(output)]
 
 
+def _number(output: str, label: str) -> int:
+    """The value of one summary row."""
+    match = re.search(rf"^\s+{re.escape(label)}\s+(\d+)", output, re.M)
+    assert match is not None, output
+    return int(match[1])
+
+
 def test_demo_loses_nothing_through_every_fault() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "xmtp_supervisor.cli", "demo", "--duration", DURATION],
@@ -32,8 +39,8 @@ def test_demo_loses_nothing_through_every_fault() -> None:
     assert re.search(r"^\s+lost\s+0$", out, re.M), out
     assert re.search(r"^\s+duplicated\s+0$", out, re.M), out
     assert re.search(r"^\s+supervisor exit code\s+0$", out, re.M), out
-    sent = int(re.search(r"messages sent \(published by the peer\)\s+(\d+)", out, re.M)[1])  # type: ignore[index]
-    replied = int(re.search(r"replied \(echoes seen by the peer\)\s+(\d+)", out, re.M)[1])  # type: ignore[index]
+    sent = _number(out, "messages sent (published by the peer)")
+    replied = _number(out, "replied (echoes seen by the peer)")
     assert sent >= 30 and replied == sent, out
     for fault, after in (("stream error", "** fault: silent stall"),
                          ("outage", "** fault: node restart")):
