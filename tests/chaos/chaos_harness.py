@@ -9,7 +9,10 @@ Timers are the production defaults divided by :data:`SCALE` (5 virtual minutes =
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -310,3 +313,115 @@ async def supervised(
     finally:
         result.secs = time.monotonic() - started
         node.close()
+
+
+# -- a supervised agent in its own process (signals, crashes, config, DB key) --------------------
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+@dataclass
+class AgentProcess:
+    """``xmtp-supervisor run --handlers chaos_agent_handlers`` with a persistent identity: the
+    same wallet key, DB directory and key, and store file on every start."""
+
+    tmp: Path
+    api_url: str
+    policy: Policy
+    wallet_key: str = field(default_factory=xmtp_compat.new_wallet_key)
+    db_key: str = field(default_factory=lambda: os.urandom(32).hex())
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def events_path(self) -> Path:
+        return self.tmp / "events.jsonl"
+
+    @property
+    def address(self) -> str:
+        from eth_account import Account
+
+        return str(Account.from_key(self.wallet_key).address)
+
+    def start(self, *, slow: str = "", slow_s: float = 0.0,
+              db_key: str | None = None) -> subprocess.Popen[bytes]:
+        config = self.tmp / "policy.toml"
+        config.write_text(self.policy.to_toml(), encoding="utf-8")
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+            "XMTP_WALLET_KEY": self.wallet_key,
+            "XMTP_ENV": "local",
+            "XMTP_API_URL": self.api_url,
+            "XMTP_DB_DIRECTORY": str(self.tmp / "xmtp-db"),
+            "XMTP_DB_ENCRYPTION_KEY": db_key or self.db_key,
+            "CHAOS_EVENTS": str(self.events_path),
+            "CHAOS_SLOW": slow,
+            "CHAOS_SLOW_S": str(slow_s),
+            "RUST_LOG": "off",
+        }
+        self.starts += 1
+        log = open(self.tmp / f"agent-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xmtp_supervisor.cli", "run", "--handlers",
+             "chaos_agent_handlers", "--config", str(config), "--store",
+             str(self.tmp / "agent-store.db")],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp,
+        )
+        log.close()
+        return self.proc
+
+    def log(self, n: int | None = None) -> str:
+        return (self.tmp / f"agent-{n or self.starts}.log").read_text(errors="replace")
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.events_path.exists():
+            return []
+        lines = self.events_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def count(self, what: str) -> Counter[int]:
+        return Counter(e["n"] for e in self.events() if e["ev"] == what)
+
+    async def wait_ended(self, numbers: list[int], timeout: float = 30.0) -> None:
+        await until(lambda: all(self.count("end")[n] for n in numbers), timeout,
+                    lambda: f"not handled: {numbers}; events {self.events()}")
+
+    async def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        await until(lambda: self.proc is not None and self.proc.poll() is not None, timeout,
+                    lambda: "the agent process did not exit")
+        code = self.proc.returncode
+        assert code is not None
+        return code
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+async def dm_when_ready(peer: xmtp.Client, address: str, timeout: float = 40.0) -> Any:
+    """The peer's DM with the agent, once the agent's identity exists on the node."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await peer.conversations.new_dm(address)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await anyio.sleep(0.3)
+
+
+async def echo_counts(peer: xmtp.Client, conversation: Any) -> Counter[int]:
+    await xmtp_compat.sync_conversation(conversation)
+    echoes: Counter[int] = Counter()
+    for raw in await xmtp_compat.ffi_of(conversation).find_messages(LIST_ALL):
+        try:
+            content = peer._decode_message(raw).content
+        except Exception:
+            continue
+        if isinstance(content, str) and (n := number_of(content, "echo:")) is not None:
+            echoes[n] += 1
+    return echoes

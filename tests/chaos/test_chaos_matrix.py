@@ -9,15 +9,34 @@ a process of their own (signals, crash, config, DB key) are in ``test_chaos_proc
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import grpc
 import pytest
-from chaos_harness import SCALE, Recorder, Rig, scaled_policy, supervised, until
+from chaos_harness import (
+    RESULTS,
+    SCALE,
+    AgentProcess,
+    CaseResult,
+    Recorder,
+    Rig,
+    dm_when_ready,
+    echo_counts,
+    scaled_policy,
+    supervised,
+    until,
+)
 from xmtp_bindings import xmtpv3
 
+from devnode import DevNode
 from fsm.policy import Policy
 from fsm.simulate import load_scenario, simulate
 from xmtp_supervisor import xmtp_compat
@@ -188,8 +207,6 @@ async def test_chaos(name: str, tmp_path: Path) -> None:
 
 def test_flapping_24_virtual_hours() -> None:
     """The 24-hour flapping incident in virtual time through the real core (issue 6)."""
-    from chaos_harness import RESULTS, CaseResult
-
     result = CaseResult("node-flapping-24vh (simulated)")
     RESULTS.append(result)
     policy = Policy()
@@ -202,3 +219,161 @@ def test_flapping_24_virtual_hours() -> None:
     assert summary.worst_hour_restarts <= policy.breaker.max_restarts
     assert summary.final_state == "stopped" and summary.exit_code == 0
     result.outcome = "passed"
+
+
+# -- cases that need the agent in a process of its own ------------------------------------------
+
+
+async def _echoes_settled(ap: AgentProcess, peer: Any, dm: Any, numbers: list[int],
+                          timeout: float = 30.0) -> Counter[int]:
+    deadline = anyio.current_time() + timeout
+    while True:
+        echoes = await echo_counts(peer, dm)
+        if all(echoes[n] for n in numbers) or anyio.current_time() > deadline:
+            break
+        await anyio.sleep(0.3)
+    await anyio.sleep(0.5)  # a duplicate would show up now
+    return await echo_counts(peer, dm)
+
+
+def _exactly_once(ap: AgentProcess, echoes: Counter[int], numbers: list[int]) -> None:
+    starts, ends = ap.count("start"), ap.count("end")
+    assert {n: starts[n] for n in numbers if starts[n] != 1} == {}, "handler starts != 1"
+    assert {n: ends[n] for n in numbers if ends[n] != 1} == {}, "handler ends != 1"
+    assert set(starts) == set(numbers)
+    assert {n: echoes[n] for n in numbers if echoes[n] != 1} == {}, "echo count != 1"
+
+
+async def sigterm_slow_handler(tmp: Path, result: CaseResult) -> None:
+    with DevNode() as node:
+        peer = await xmtp_compat.create_client(api_url=node.url)
+        ap = AgentProcess(tmp, node.url, scaled_policy({"timers": {"drain_deadline": "6s"}}))
+        try:
+            ap.start(slow="2", slow_s=2.0)
+            dm = await dm_when_ready(peer, ap.address)
+            await dm.send("n:0")
+            await ap.wait_ended([0], 40)
+            for n in range(1, 5):
+                await dm.send(f"n:{n}")
+            await until(lambda: ap.count("start")[2] == 1, 20, lambda: "n:2 never started")
+            assert ap.proc is not None
+            ap.proc.send_signal(signal.SIGTERM)  # n:2's handler is sleeping now
+            code = await ap.wait_exit(15)
+            assert code == 0, ap.log()
+            assert ap.count("end")[2] == 1, "the slow handler was not drained"
+            assert "Traceback" not in ap.log()
+            ap.start()  # n:3 and n:4 were queued behind n:2: the next process handles them
+            await ap.wait_ended(list(range(5)), 40)
+            echoes = await _echoes_settled(ap, peer, dm, list(range(5)))
+            _exactly_once(ap, echoes, list(range(5)))
+            ap.proc.send_signal(signal.SIGTERM)
+            assert await ap.wait_exit(15) == 0
+            result.sent, result.handled = 5, len(ap.count("end"))
+            result.echoes, result.final = sum(echoes.values()), f"exit {code}"
+            result.notes = "slow handler drained on SIGTERM, exit 0; queued ones after restart"
+        finally:
+            ap.stop()
+
+
+async def sigkill_restart(tmp: Path, result: CaseResult) -> None:
+    with DevNode() as node:
+        peer = await xmtp_compat.create_client(api_url=node.url)
+        ap = AgentProcess(tmp, node.url, scaled_policy())
+        try:
+            ap.start()
+            dm = await dm_when_ready(peer, ap.address)
+            for n in range(5):
+                await dm.send(f"n:{n}")
+            await ap.wait_ended(list(range(5)), 40)
+            await _echoes_settled(ap, peer, dm, list(range(5)))
+            assert ap.proc is not None
+            ap.proc.kill()  # SIGKILL: no drain, no flush
+            assert await ap.wait_exit(10) == -signal.SIGKILL
+            for n in range(5, 10):  # sent while the agent is dead
+                await dm.send(f"n:{n}")
+            ap.start()
+            await ap.wait_ended(list(range(10)), 40)
+            echoes = await _echoes_settled(ap, peer, dm, list(range(10)))
+            _exactly_once(ap, echoes, list(range(10)))
+            databases = list((tmp / "xmtp-db").glob("*.db3"))
+            assert len(databases) == 1, "a second XMTP database: a new installation"
+            ap.proc.send_signal(signal.SIGTERM)
+            assert await ap.wait_exit(15) == 0
+            result.sent, result.handled = 10, len(ap.count("end"))
+            result.echoes, result.final = sum(echoes.values()), "exit 0"
+            result.notes = "killed while idle; 5 sent while dead, caught up on the same data"
+        finally:
+            ap.stop()
+
+
+async def wrong_db_key(tmp: Path, result: CaseResult) -> None:
+    with DevNode() as node:
+        ap = AgentProcess(tmp, node.url, scaled_policy())
+        try:
+            ap.start()  # creates the encrypted DB
+            await until(lambda: bool(list((tmp / "xmtp-db").glob("*.db3"))), 30,
+                        lambda: "no XMTP database created")
+            await anyio.sleep(2.0)
+            assert ap.proc is not None
+            ap.proc.send_signal(signal.SIGTERM)
+            assert await ap.wait_exit(15) == 0
+            started = anyio.current_time()
+            ap.start(db_key=os.urandom(32).hex())
+            code = await ap.wait_exit(30)
+            took = anyio.current_time() - started
+            log = ap.log()
+            result.final, result.notes = f"exit {code}", f"exited after {took:.1f} s"
+            assert code not in (0, None), log
+            assert "Traceback" not in log, log[-3000:]
+            assert log.count("agent_started") == 0
+        finally:
+            ap.stop()
+
+
+async def invalid_config(tmp: Path, result: CaseResult) -> None:
+    bad = tmp / "bad.toml"
+    bad.write_text('[timers]\nsync_interval = "soon"\n', encoding="utf-8")
+    for args in (["check-config", str(bad)], ["run", "--config", str(bad)]):
+        proc = subprocess.run([sys.executable, "-m", "xmtp_supervisor.cli", *args],
+                              capture_output=True, text=True, timeout=60, cwd=tmp,
+                              env={**os.environ, "XMTP_WALLET_KEY": "0x" + "11" * 32,
+                                   "XMTP_ENV": "local"})
+        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
+        assert "timers.sync_interval" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    result.final, result.notes = "exit 2", "check-config and run name timers.sync_interval"
+
+
+PROCESS_CASES: dict[str, Callable[[Path, CaseResult], Awaitable[None]]] = {
+    "sigterm-during-slow-handler": sigterm_slow_handler,
+    "sigkill-and-restart-same-data": sigkill_restart,
+    "invalid-config": invalid_config,
+    "wrong-db-encryption-key": wrong_db_key,
+}
+
+
+# Kept failing on purpose (strict): `run` lets libxmtp's "PRAGMA key or salt has incorrect
+# value" escape from client creation as a traceback with exit 1, although fsm.errors already
+# classifies it as fatal (db_key). When commands/run.py turns it into a clean message naming
+# XMTP_DB_ENCRYPTION_KEY, this xfail turns into XPASS and must be removed.
+WRONG_KEY_BUG = pytest.mark.xfail(
+    strict=True, reason="run: wrong DB key escapes client creation as a traceback (exit 1)")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=WRONG_KEY_BUG) if name == "wrong-db-encryption-key" else name
+    for name in PROCESS_CASES
+])
+async def test_chaos_process(name: str, tmp_path: Path) -> None:
+    result = CaseResult(name)
+    RESULTS.append(result)
+    started = anyio.current_time()
+    try:
+        await PROCESS_CASES[name](tmp_path, result)
+        result.outcome = "passed"
+    except Exception:
+        if name == "wrong-db-encryption-key":
+            result.outcome = "xfail (bug)"
+        raise
+    finally:
+        result.secs = anyio.current_time() - started
