@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 
-from handlers.effects.context import EffectContext
+from fsm.errors import describe
+from fsm.table import Event
+from handlers.effects.context import EffectContext, Outcome
 from xmtp_supervisor.message_path import Verdict
 
 NEW = (Verdict.ACCEPTED, Verdict.UNDECODABLE)
@@ -41,3 +43,15 @@ async def fetch_missed(ctx: EffectContext, kind: str) -> int:
         ctx.log.warning("stream_missed_messages", kind=kind, missed=missed)
     ctx.outbox.wake()  # the network answered: pending replies may go now
     return missed
+
+
+async def judged(
+    ctx: EffectContext, kind: str, *, failed: Event, quiet: Event, behind: Event
+) -> Outcome:
+    """Run :func:`fetch_missed` and name the outcome: failed (with the error for the core's
+    error table), behind (the stream missed messages) or quiet."""
+    try:
+        missed = await fetch_missed(ctx, kind)
+    except Exception as exc:
+        return failed, {"error": describe(exc)}
+    return (behind, {"missed": missed}) if missed else (quiet, {})
