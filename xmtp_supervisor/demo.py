@@ -286,7 +286,9 @@ def describe_timers(policy: Policy) -> str:
         f"{f(t.stall_timeout)}, poll {f(t.poll_interval)}, stream retry "
         f"{f(t.stream_retry_interval)}, health {f(t.health_interval)}, backoff "
         f"{f(b.backoff_initial)}..{f(b.backoff_max)}, breaker {b.max_restarts} restarts / "
-        f"{f(b.window)}, missed-message grace {MISSED_GRACE_NS // 1_000_000_000}s"
+        f"{f(b.window)}, missed-message grace {MISSED_GRACE_NS // 1_000_000_000}s; catch-up "
+        f"lookback {f(policy.store.lookback)} (not scaled: every catch-up re-reads the whole "
+        "demo conversation and dedup must drop each repeat)"
     )
 
 
@@ -343,9 +345,7 @@ async def _run(
             )
         peer_client = await xmtp_compat.create_client(api_url=node.url)
         network = XmtpNetwork(agent_client)
-        store = Store(os.path.join(workdir, "supervisor.db"), durability=policy.store.durability,
-                      batch_size=policy.store.batch_size,
-                      batch_interval=policy.store.batch_interval)
+        store = Store.from_policy(policy.store, os.path.join(workdir, "supervisor.db"))
         service = build_service(policy, network, store, default_router(), handle_signals=False)
         sup = service.supervisor
         sup.missed_grace_ns = MISSED_GRACE_NS
@@ -452,7 +452,7 @@ def _summary(
          + (f"  {', '.join(result.lost)}" if result.lost else "")),
         ("duplicated", str(duplicated)
          + (f"  {', '.join(result.duplicated)}" if result.duplicated else "")),
-        ("repeats dropped by dedup", str(counters.get("deduplicated", 0))),
+        ("re-reads dropped by dedup (lookback)", str(counters.get("deduplicated", 0))),
         ("restarts", str(counters.get("restarts_total", 0))),
         ("supervisor exit code", str(exit_code)),
     ]
