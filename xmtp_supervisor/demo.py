@@ -165,7 +165,6 @@ class Peer:
     same label (the network may or may not have taken it; the verdict counts what it holds)."""
 
     conversation: Any
-    timeline: Timeline
     next_number: int = 1
     attempts: int = 0
     failures: int = 0
@@ -374,7 +373,7 @@ async def _run(
             identifier = agent_client.account_identifier
             assert identifier is not None  # a created client always has its identifier
             dm = await peer_client.conversations.new_dm(identifier.value)
-            peer = Peer(dm, timeline)
+            peer = Peer(dm)
             timeline.say(f"peer opens a DM and sends one message every {SEND_INTERVAL:g} s "
                          f"for {format_duration(duration)}")
             peer_started = anyio.current_time()
