@@ -62,7 +62,9 @@ def scaled_policy(extra: dict[str, dict[str, Any]] | None = None) -> Policy:
         "breaker": {name: f"{getattr(b, name) / SCALE:.4f}s" for name in (
             "window", "backoff_initial", "backoff_max", "healthy_reset_after")},
         "dedup": {"max_ids": DEDUP_MAX, "evict": DEDUP_EVICT},
-        "handlers": {"timeout": "2s", "outbox_retry_initial": "200ms",
+        # production's handler timeout: reply() waits for the send, which takes ~9 s to fail
+        # while the node is down (cases that test the timeout set their own)
+        "handlers": {"timeout": "30s", "outbox_retry_initial": "200ms",
                      "outbox_retry_max": "1s"},
         "store": {"durability": "per-message"},
         "http": {"enabled": False},
@@ -192,6 +194,14 @@ class Rig:
             if all(echoes[n] for n in numbers) or time.monotonic() > deadline:
                 return echoes
             await anyio.sleep(0.3)
+
+    async def settle(self, numbers: list[int]) -> None:
+        """Wait until ``numbers`` are handled and their echoes reached the peer, so no reply is
+        in flight when the next fault strikes (see the report: a reply in flight when the node
+        dies can be published twice)."""
+        await self.wait_handled(numbers)
+        echoes = await self.wait_echoes(set(numbers))
+        assert all(echoes[n] for n in numbers), f"echoes missing: {numbers} vs {echoes}"
 
     async def wait_state(self, state: str, timeout: float = 30.0) -> None:
         await until(lambda: self.sup.state == state, timeout,

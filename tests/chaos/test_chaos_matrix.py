@@ -84,7 +84,7 @@ async def silent_stream(rig: Rig) -> None:
 
 
 async def node_down(rig: Rig) -> None:
-    await rig.wait_handled(await rig.send(5))
+    await rig.settle(await rig.send(5))
     rig.node.stop()
     await anyio.sleep(5 * 60 / SCALE)  # 5 virtual minutes
     rig.node.start()
@@ -97,13 +97,15 @@ async def node_down(rig: Rig) -> None:
 
 
 async def node_flapping(rig: Rig) -> None:
-    await rig.wait_handled(await rig.send(4))
+    await rig.settle(await rig.send(4))
     for _ in range(3):
         rig.node.stop()
         await anyio.sleep(1.0)
         rig.node.start()
-        await rig.send(3)
-        await anyio.sleep(10 * 60 / SCALE - 1.0)  # every 10 virtual minutes
+        flap_started = anyio.current_time()
+        await rig.settle(await rig.send(3))
+        # every 10 virtual minutes
+        await anyio.sleep(max(0.0, 10 * 60 / SCALE - (anyio.current_time() - flap_started)))
     await rig.wait_state("streaming", 40)
     await rig.send(4)
     await rig.verify(min_restarts=1, timeout=40)
@@ -146,7 +148,7 @@ async def handler_hangs(rig: Rig) -> None:
     await rig.verify(timed_out=1)
 
 
-BURST = 1000
+BURST = 3000
 
 
 async def burst(rig: Rig) -> None:
@@ -172,6 +174,7 @@ async def reply_while_down(rig: Rig) -> None:
     rig.rec.slow[2] = down.wait  # message 2's handler replies only once the node is down
     await rig.send(3)
     await until(lambda: 2 in rig.rec.started, 15, lambda: "message 2 not started")
+    await rig.settle([0, 1])
     rig.node.stop()
     down.set()
     await anyio.sleep(3.0)  # the send fails (libxmtp leaves it unpublished) and is queued
@@ -247,7 +250,8 @@ def _exactly_once(ap: AgentProcess, echoes: Counter[int], numbers: list[int]) ->
 async def sigterm_slow_handler(tmp: Path, result: CaseResult) -> None:
     with DevNode() as node:
         peer = await xmtp_compat.create_client(api_url=node.url)
-        ap = AgentProcess(tmp, node.url, scaled_policy({"timers": {"drain_deadline": "6s"}}))
+        ap = AgentProcess(tmp, node.url, scaled_policy({"timers": {"drain_deadline": "6s"},
+                                                          "handlers": {"timeout": "10s"}}))
         try:
             ap.start(slow="2", slow_s=2.0)
             dm = await dm_when_ready(peer, ap.address)
