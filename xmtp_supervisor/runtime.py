@@ -180,7 +180,7 @@ class Supervisor:
         self.core = SupervisorCore(
             policy, seed=time.time_ns() % 2**31 if seed is None else seed, record=self._record
         )
-        self.outbox = Outbox.from_policy(policy, store, network.send_text)
+        self.outbox = Outbox.from_policy(policy, store, self._send)
         self.path = MessagePath(
             store, router.dispatcher(self.outbox, self), own_inbox_id=network.inbox_id,
             policy=policy, observe_latency=self.hooks.latency or (lambda _s: None),
@@ -291,6 +291,15 @@ class Supervisor:
             async for signum in signals:
                 self.log.info("signal_received", signal=signal.Signals(signum).name)
                 self.request_shutdown()
+
+    async def _send(self, conversation_id: str, text: str) -> None:
+        """The outbox's send, counted in the network budget."""
+        try:
+            await self.network.send_text(conversation_id, text)
+        except Exception:
+            self.rpc("send", False)
+            raise
+        self.rpc("send", True)
 
     # -- the hot path ---------------------------------------------------------------------------
 

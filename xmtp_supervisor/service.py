@@ -7,6 +7,7 @@ and the alert webhook.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,6 @@ class Service:
 
     async def run(self) -> int:
         code = await self.supervisor.run()
-        self.notifier.stopping()
         self.alerter.close()
         self.notifier.close()
         return code
@@ -72,7 +72,10 @@ def build_service(
         metrics.observe_record(record)
         alerter.observe_record(record)
         if record["source"] != record["dest"] or record["event"] == "start":
-            notifier.on_state(record["dest"], record["event"])
+            if record["dest"] == State.SHUTTING_DOWN.value:
+                notifier.stopping(f"shutting down: {record['event']}")  # STOPPING=1 at once
+            else:
+                notifier.on_state(record["dest"], record["event"])
         metrics.set_restarts_in_window(sup.core.restarts_in_window())
         metrics.set_consecutive_failures(sup.core.book.rpc_failures)
 
@@ -100,6 +103,10 @@ def build_service(
         metrics.sync_message_counters(sup.path.counters.as_dict())
         metrics.set_restarts_in_window(sup.restarts_in_window)
         metrics.set_bounded_size("dedup", len(sup.path.dedup), policy.dedup.max_ids)
+        cursors = store.cursors()
+        if cursors:
+            newest = max(c.sent_at_ns for c in cursors.values())
+            metrics.set_cursor_lag(time.time() - newest / 1e9)
 
     async def start_ops(tg: TaskGroup) -> None:
         tg.start_soon(heartbeat.run)
