@@ -69,11 +69,15 @@ async def test_run_serves_echo_and_status_and_stops_on_sigterm(tmp_path: Path) -
     key = "0x" + secrets.token_hex(32)
     secret_db_key = secrets.token_hex(32)
     port = _free_port()
+    notify_path = str(tmp_path / "notify")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.setblocking(False)
     with DevNode() as node:
         env = {**os.environ, "XMTP_WALLET_KEY": key, "XMTP_ENV": "local",
                "XMTP_API_URL": node.url, "XMTP_DB_DIRECTORY": str(tmp_path / "db"),
                "XMTP_DB_ENCRYPTION_KEY": secret_db_key,
-               "XMTP_SUPERVISOR__HTTP__PORT": str(port)}
+               "XMTP_SUPERVISOR__HTTP__PORT": str(port), "NOTIFY_SOCKET": notify_path}
         proc = _cli("run", "--store", str(tmp_path / "store.db"), env=env)
         try:
             def status() -> dict[str, object] | None:
@@ -105,10 +109,25 @@ async def test_run_serves_echo_and_status_and_stops_on_sigterm(tmp_path: Path) -
             texts = [g for g in got if isinstance(g, str)]
             assert "ping from peer" in texts
             assert any(t.startswith("state: streaming") for t in texts)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                metrics = resp.read().decode()
+            assert 'xmtp_supervisor_state{state="streaming"} 1.0' in metrics
+            handled = next(float(line.split()[1]) for line in metrics.splitlines()
+                           if line.startswith("xmtp_supervisor_messages_handled_total "))
+            assert handled >= 2  # ping and /status (and the DM's membership message)
         finally:
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err[-2000:]
+        datagrams = []
+        while True:
+            try:
+                datagrams.append(notify.recv(4096).decode())
+            except BlockingIOError:
+                break
+        notify.close()
+        assert any("READY=1" in d for d in datagrams)
+        assert "STOPPING=1" in datagrams[-1]
         assert '"event": "shutdown"' in err and '"dest": "stopped"' in err
         for secret in (key, key[2:], secret_db_key, "ping from peer"):
             assert secret not in out + err
