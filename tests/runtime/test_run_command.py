@@ -126,8 +126,9 @@ async def test_run_serves_echo_and_status_and_stops_on_sigterm(tmp_path: Path) -
             except BlockingIOError:
                 break
         notify.close()
-        assert any("READY=1" in d for d in datagrams)
-        assert "STOPPING=1" in datagrams[-1]
+        ready = [i for i, d in enumerate(datagrams) if "READY=1" in d]
+        stopping = [i for i, d in enumerate(datagrams) if "STOPPING=1" in d]
+        assert ready and stopping and ready[0] < stopping[0]
         assert '"event": "shutdown"' in err and '"dest": "stopped"' in err
         for secret in (key, key[2:], secret_db_key, "ping from peer"):
             assert secret not in out + err
