@@ -116,7 +116,11 @@ class Recorder:
     hang_on: set[int] = field(default_factory=set)
     slow: dict[int, Callable[[], Awaitable[None]]] = field(default_factory=dict)
     started: set[int] = field(default_factory=set)
+    delay: float = 0.0
+    """Seconds every handler call takes (a slow agent builds a backlog)."""
     foreign: list[str] = field(default_factory=list)
+    seen: dict[int, list[tuple[str, str, int]]] = field(default_factory=lambda: defaultdict(list))
+    """Per number: (conversation, message id, sent_at_ns) of every call, to explain a duplicate."""
 
     def router(self) -> Router:
         router = Router()
@@ -128,12 +132,16 @@ class Recorder:
                 self.foreign.append(ctx.text)
                 return
             self.calls[n] += 1
+            m = ctx.message
+            self.seen[n].append((m.conversation_id[:8], m.id[:8], m.sent_at_ns))
             self.started.add(n)
             self.order[ctx.conversation_id].append(n)
             if n in self.hang_on:
                 await anyio.sleep_forever()
             if n in self.slow:
                 await self.slow[n]()
+            if self.delay:
+                await anyio.sleep(self.delay)
             await ctx.reply(f"echo:{n}")
             if n in self.raise_on:
                 raise RuntimeError(f"handler fails on purpose for message {n}")
@@ -237,7 +245,10 @@ class Rig:
         res.final = sup.state
         # exactly once, at the agent and at the peer
         dup_calls = {n: c for n, c in calls.items() if c != 1}
-        assert dup_calls == {}, f"handler called more than once: {dup_calls}"
+        assert dup_calls == {}, (
+            f"handler called more than once: {dup_calls}; first calls: "
+            f"{[(n, rec.seen[n]) for n in sorted(dup_calls)[:3]]}; cursors "
+            f"{sup.store.cursors()}")
         assert set(calls) == expect_handled, (
             f"handled {sorted(set(calls) ^ expect_handled)} unexpectedly / not at all")
         dup_echoes = {n: c for n, c in echoes.items() if c != 1}
