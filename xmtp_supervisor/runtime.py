@@ -199,7 +199,6 @@ class Supervisor:
         self._stream: Stream | None = None
         self._stream_gen = 0
         self._stream_live_gen = -1
-        self._started_wall = time.time()
         self._started_at = 0.0
         self._state_since = 0.0
         self._since_ns = self._first_start_ns()
