@@ -21,7 +21,7 @@ from typing import Any
 from transitions import EventData, Machine
 
 from fsm.effects import ArmTimer, CancelTimer, Effect, Perform
-from fsm.errors import ErrorClass, classify
+from fsm.errors import EXIT_FATAL, ErrorClass, classify
 from fsm.guards import GUARDS, Book, Guard
 from fsm.policy import Policy
 from fsm.table import (
@@ -295,7 +295,7 @@ class SupervisorCore:
             b.backoffs += 1
             record["backoff_delay"] = round(self.backoff_delay, 6)
         elif state is State.SHUTTING_DOWN:
-            self.exit_code = 1 if b.error_class is ErrorClass.FATAL else 0
+            self.exit_code = EXIT_FATAL if b.error_class is ErrorClass.FATAL else 0
             record["exit_code"] = self.exit_code
         elif state is State.STREAMING:
             b.last_activity = max(b.last_activity, b.now)

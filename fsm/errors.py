@@ -12,6 +12,10 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+EXIT_FATAL = 3
+"""Exit status after a fatal error: distinct from 1 (a crash, worth a restart by systemd) and 2
+(invalid configuration), so a service manager can refuse to restart what a restart cannot fix."""
+
 
 class ErrorClass(StrEnum):
     RETRIABLE = "retriable"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fsm.core import SupervisorCore
-from fsm.errors import ErrorClass, classify, describe
+from fsm.errors import EXIT_FATAL, ErrorClass, classify, describe
 from fsm.table import Event, State
 
 
@@ -39,7 +39,7 @@ def test_fatal_stream_error_shuts_down_with_nonzero_exit_instead_of_restarting()
     core.feed(Event.STREAM_OPENED, 1.0)
     core.feed(Event.STREAM_ERROR, 2.0, {"error": "sqlcipher: file is not a database"})
     assert core.state is State.SHUTTING_DOWN
-    assert core.exit_code == 1
+    assert core.exit_code == EXIT_FATAL
     assert core.restart_times == []
     core.feed(Event.DRAINED, 3.0)
     assert core.state is State.STOPPED
@@ -50,7 +50,7 @@ def test_fatal_error_during_a_sync_also_stops() -> None:
     core.start(0.0)
     core.feed(Event.STREAM_OPENED, 1.0)
     core.feed(Event.SYNC_FAILED, 2.0, {"error": "PRAGMA key: wrong key"})
-    assert core.state is State.SHUTTING_DOWN and core.exit_code == 1
+    assert core.state is State.SHUTTING_DOWN and core.exit_code == EXIT_FATAL
 
 
 def test_retriable_failure_during_sync_keeps_streaming() -> None:

@@ -9,10 +9,13 @@ and ``XMTP_SUPERVISOR__*`` overrides. Without ``--handlers`` it serves the built
 from __future__ import annotations
 
 import argparse
+import random
 import sys
+from typing import Any
 
 import anyio
 
+from fsm.errors import EXIT_FATAL, ErrorClass, classify, describe
 from fsm.policy import load_policy
 from handlers.api import HandlerLoadError, Router, load_router
 from handlers.builtin import default_router, register
@@ -44,6 +47,36 @@ def _router(spec: str | None) -> Router:
     return register(router, include_echo=False)
 
 
+class FatalStart(RuntimeError):
+    """The client cannot be created and retrying cannot help (the error table says fatal)."""
+
+
+async def _create_network(settings: ClientSettings, log: Any) -> XmtpNetwork:
+    """Create the client; while the network is unreachable, retry with capped, jittered
+    backoff (the supervisor cannot supervise before it has a client); fatal errors stop."""
+    delay = 1.0
+    while True:
+        try:
+            return await XmtpNetwork.create(settings)
+        except Exception as exc:
+            error_class, rule = classify(describe(exc))
+            if error_class is ErrorClass.FATAL:
+                raise FatalStart(_fatal_message(rule, settings)) from None
+            log.warning("client_create_failed", error_rule=rule, retry_in_s=round(delay, 1))
+            await anyio.sleep(random.uniform(0.5 * delay, delay))
+            delay = min(delay * 2, 60.0)
+
+
+def _fatal_message(rule: str, settings: ClientSettings) -> str:
+    if rule == "db_key":
+        return (f"cannot open the agent's database {settings.db_path()}: "
+                "XMTP_DB_ENCRYPTION_KEY is not the key it was created with, or the file is "
+                "corrupt. Restarting will not help: set the original key, or move the database "
+                "away to start a new installation (each one counts against the inbox's limit)")
+    return (f"the client cannot start ({rule} error); restarting will not help: check "
+            "XMTP_WALLET_KEY and the inbox's installations")
+
+
 async def _serve(args: argparse.Namespace) -> int:
     policy = load_policy(args.config)
     settings = ClientSettings.from_env()
@@ -52,7 +85,7 @@ async def _serve(args: argparse.Namespace) -> int:
     log = get_logger("xmtp_supervisor.run")
     store = Store.from_policy(policy.store, args.store)
     try:
-        network = await XmtpNetwork.create(settings)
+        network = await _create_network(settings, log)
         try:
             installations = await network.installation_count()
         except Exception:  # informational only
@@ -79,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"xmtp-supervisor run: {exc}", file=sys.stderr)
         return 2
+    except FatalStart as exc:
+        print(f"xmtp-supervisor run: fatal: {exc}", file=sys.stderr)
+        return EXIT_FATAL
     except (HandlerLoadError, StoreError) as exc:
         print(f"xmtp-supervisor run: {exc}", file=sys.stderr)
         return 2
