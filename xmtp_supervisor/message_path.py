@@ -223,9 +223,9 @@ class MessagePath:
             return Verdict.DUPLICATE
         cursor = self._store.cursor(message.conversation_id)
         if cursor is not None and _at_or_before(message, cursor) and (
-            message.sent_at_ns < cursor.sent_at_ns - self._store.lookback_ns
-            or message.id == cursor.message_id
+            message.id == cursor.message_id
             or self._store.handled_recently(message.conversation_id, message.id)
+            or self._store.behind_window(message.conversation_id, message.sent_at_ns)
         ):
             # Behind the cursor: handled, unless it is inside the lookback window and not
             # among the ids handled there (a message the stream skipped, libxmtp #2351).

@@ -114,10 +114,13 @@ class Store:
         self.lookback_ns = int(lookback * 1e9)
         self.lookback_max_ids = lookback_max_ids
         self._recent: dict[str, dict[str, int]] = {}
+        self._floor: dict[str, int] = {}
+        """Per conversation: the newest sent time among handled ids dropped by the count bound;
+        at or before it, the window no longer knows which ids were handled."""
         for conv, mid, ns in self._conn.execute(
             "SELECT conversation_id, message_id, sent_at_ns FROM handled ORDER BY sent_at_ns"
         ):
-            self._recent.setdefault(conv, {})[mid] = ns
+            self._remember(conv, mid, ns)
         self._recent_new: list[tuple[str, str, int]] = []
         self._dirty: dict[str, Cursor] = {}
         self._unflushed = 0
@@ -153,12 +156,7 @@ class Store:
 
         The cursor never moves backwards. In ``per-message`` mode this commits before returning.
         """
-        recent = self._recent.get(conversation_id)
-        if recent is None:
-            recent = self._recent[conversation_id] = {}
-        recent[message_id] = sent_at_ns
-        if len(recent) > self.lookback_max_ids:
-            del recent[next(iter(recent))]  # the oldest handled first
+        self._remember(conversation_id, message_id, sent_at_ns)
         self._recent_new.append((conversation_id, message_id, sent_at_ns))
         current = self._cursors.get(conversation_id)
         if current is not None and sent_at_ns < current.sent_at_ns:
@@ -181,6 +179,26 @@ class Store:
         are delivered again after a crash."""
         return self._unflushed
 
+    def _remember(self, conversation_id: str, message_id: str, sent_at_ns: int) -> None:
+        recent = self._recent.get(conversation_id)
+        if recent is None:
+            recent = self._recent[conversation_id] = {}
+        recent[message_id] = sent_at_ns
+        if len(recent) > self.lookback_max_ids:
+            oldest = next(iter(recent))  # the oldest handled first
+            dropped = recent.pop(oldest)
+            if dropped > self._floor.get(conversation_id, -1):
+                self._floor[conversation_id] = dropped
+
+    def behind_window(self, conversation_id: str, sent_at_ns: int) -> bool:
+        """Too old for the window to tell whether it was handled: older than ``lookback``
+        behind the cursor, or at or before an id the count bound dropped. Counted as handled."""
+        cursor = self._cursors.get(conversation_id)
+        if cursor is not None and sent_at_ns < cursor.sent_at_ns - self.lookback_ns:
+            return True
+        floor = self._floor.get(conversation_id)
+        return floor is not None and sent_at_ns <= floor
+
     def handled_recently(self, conversation_id: str, message_id: str) -> bool:
         """Whether this message was handled inside the lookback window (survives restarts)."""
         recent = self._recent.get(conversation_id)
@@ -189,7 +207,9 @@ class Store:
     def lookback_from(self, conversation_id: str) -> int | None:
         """Where catch-up starts reading: ``lookback`` behind the cursor (None: no cursor)."""
         cursor = self._cursors.get(conversation_id)
-        return None if cursor is None else max(0, cursor.sent_at_ns - self.lookback_ns)
+        if cursor is None:
+            return None
+        return max(0, cursor.sent_at_ns - self.lookback_ns, self._floor.get(conversation_id, 0))
 
     def flush(self) -> int:
         """Commit pending cursor updates; returns how many were written."""

@@ -235,27 +235,11 @@ CASES: dict[str, tuple[Case, dict[str, dict[str, object]] | None]] = {
 }
 
 
-# Strict xfail, assertion intact: Store keeps only the newest ``lookback_max_ids`` handled ids
-# per conversation, but MessagePath.submit and lookback_from() trust the whole time window, so
-# catch-up re-handles window messages whose ids were dropped (each counted as "missed", which
-# restarts again). Remove the mark when the fix lands: strict makes the XPASS fail the run.
-LOOKBACK_BUG = pytest.mark.xfail(
-    strict=True, reason="store: lookback window by time, handled ids bounded by count")
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=LOOKBACK_BUG) if name == "lookback-ids-evicted" else name
-    for name in CASES
-])
+@pytest.mark.parametrize("name", list(CASES))
 async def test_chaos(name: str, tmp_path: Path) -> None:
     case, extra = CASES[name]
-    try:
-        async with supervised(name, tmp_path, scaled_policy(extra), Recorder()) as rig:
-            await case(rig)
-    except BaseException:
-        if name == "lookback-ids-evicted":
-            RESULTS[-1].outcome = "xfail (bug)"
-        raise
+    async with supervised(name, tmp_path, scaled_policy(extra), Recorder()) as rig:
+        await case(rig)
 
 
 def test_flapping_24_virtual_hours() -> None:

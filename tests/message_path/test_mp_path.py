@@ -446,3 +446,26 @@ async def test_wait_idle_returns_when_drain_ends_the_work(store: Store) -> None:
             await anyio.sleep(0.01)
             result = await path.drain(deadline=1)
     assert (result.finished, result.dropped) == (1, 1)
+
+
+async def test_ids_dropped_by_the_count_bound_are_not_handled_again(db: Path) -> None:
+    """More handled messages inside the window than ``lookback_max_ids``: catch-up re-reads the
+    window, and what the bound forgot counts as handled (never handled twice), across a restart
+    too; catch-up starts reading after it."""
+    rec = Recorder()
+    store = Store(db, lookback=600.0, lookback_max_ids=5)
+    first = [msg("c1", ns=(100 + i) * 10**9, id=f"m{i}") for i in range(12)]
+    async with running(store, rec) as path:
+        for m in first:
+            await path.submit(m)
+        await path.wait_idle()
+        for m in first:  # a catch-up re-reading the window
+            assert await path.submit(m) is Verdict.DUPLICATE
+        assert store.lookback_from("c1") == 106 * 10**9
+    store.close()
+    reopened = Store(db, lookback=600.0, lookback_max_ids=5)
+    async with running(reopened, rec) as path:
+        for m in first:
+            assert await path.submit(m) is Verdict.DUPLICATE
+    reopened.close()
+    assert [m.id for m in rec.seen] == [m.id for m in first]
