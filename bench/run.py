@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,8 +92,9 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, *args: str, note: str = "") -> None:
-        self.rows.append(Row(*args, note=note))
+    def add(self, figure: str, ours: str, baseline: str, ratio: str, target: str, met: str,
+            note: str = "") -> None:
+        self.rows.append(Row(figure, ours, baseline, ratio, target, met, note))
 
     def render(self) -> str:
         head = ("figure", "ours", "baseline", "ratio", "target", "met")
@@ -569,7 +570,7 @@ async def fixed_schedule(rig: NodeRig, sync_every: float, health_every: float,
     await stream.close()
 
 
-async def setup_node(tmp: Path) -> AsyncIterator[NodeRig]:
+async def setup_node(tmp: Path) -> AsyncGenerator[NodeRig, None]:
     from devnode import DevNode
     from xmtp_supervisor import xmtp_compat
 
@@ -578,9 +579,10 @@ async def setup_node(tmp: Path) -> AsyncIterator[NodeRig]:
     try:
         agent = await xmtp_compat.create_client(api_url=node.url)
         peer = await xmtp_compat.create_client(api_url=node.url)
-        groups = [await xmtp_compat.new_group(peer, [agent.inbox_id])
-                  for _ in range(CONVERSATIONS)]
-        await agent._client.conversations().sync()
+        inbox_id, ffi = agent.inbox_id, agent._client
+        assert inbox_id is not None and ffi is not None
+        groups = [await xmtp_compat.new_group(peer, [inbox_id]) for _ in range(CONVERSATIONS)]
+        await ffi.conversations().sync()
         yield NodeRig(node, agent, peer, groups, tmp)
     finally:
         node.close()

@@ -284,9 +284,11 @@ async def until(pred: Callable[[], bool], timeout: float, what: Callable[[], str
 async def make_clients(node: DevNode) -> tuple[xmtp.Client, xmtp.Client, list[Any]]:
     agent = await xmtp_compat.create_client(api_url=node.url)
     peer = await xmtp_compat.create_client(api_url=node.url)
-    dm = await peer.conversations.new_dm(agent.account_identifier.value)
-    group = await xmtp_compat.new_group(peer, [agent.inbox_id])
-    await agent._client.conversations().sync()
+    identifier, inbox_id, ffi = agent.account_identifier, agent.inbox_id, agent._client
+    assert identifier is not None and inbox_id is not None and ffi is not None
+    dm = await peer.conversations.new_dm(identifier.value)
+    group = await xmtp_compat.new_group(peer, [inbox_id])
+    await ffi.conversations().sync()
     return agent, peer, [dm, group]
 
 
