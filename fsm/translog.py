@@ -41,6 +41,8 @@ class TransitionLog:
         self._logger = structlog.wrap_logger(
             structlog.WriteLogger(cast(TextIO, self._file)),
             processors=[structlog.processors.JSONRenderer()],
+            # its own wrapper: a global level filter must never drop a transition record
+            wrapper_class=structlog.BoundLogger,
         )
 
     def __call__(self, record: dict[str, Any]) -> None:

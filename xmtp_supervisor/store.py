@@ -50,11 +50,15 @@ CREATE TABLE IF NOT EXISTS handled (
     sent_at_ns INTEGER NOT NULL,
     PRIMARY KEY (conversation_id, message_id)
 );
+CREATE INDEX IF NOT EXISTS handled_by_time ON handled (conversation_id, sent_at_ns);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 """
+
+_FLOOR = "lookback_floor:"
+"""Meta key prefix of each conversation's lookback floor (see ``Store._floor``)."""
 
 PENDING = "pending"
 SENT = "sent"
@@ -117,6 +121,9 @@ class Store:
         self._floor: dict[str, int] = {}
         """Per conversation: the newest sent time among handled ids dropped by the count bound;
         at or before it, the window no longer knows which ids were handled."""
+        for key, value in self._conn.execute("SELECT key, value FROM meta WHERE key LIKE ?",
+                                             (f"{_FLOOR}%",)):
+            self._floor[key[len(_FLOOR):]] = int(value)
         for conv, mid, ns in self._conn.execute(
             "SELECT conversation_id, message_id, sent_at_ns FROM handled ORDER BY sent_at_ns"
         ):
@@ -219,7 +226,10 @@ class Store:
         recent_new, self._recent_new = self._recent_new, []
         unflushed, self._unflushed = self._unflushed, 0
         rows = [(conv, c.sent_at_ns, c.message_id) for conv, c in dirty.items()]
-        horizons = [(conv, c.sent_at_ns - self.lookback_ns) for conv, c in dirty.items()]
+        horizons = [
+            (conv, max(c.sent_at_ns - self.lookback_ns, self._floor.get(conv, -1) + 1))
+            for conv, c in dirty.items()
+        ]
         try:
             with self._conn:
                 self._conn.executemany(
@@ -236,6 +246,12 @@ class Store:
                 self._conn.executemany(
                     "DELETE FROM handled WHERE conversation_id = ? AND sent_at_ns < ?", horizons,
                 )
+                self._conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [(f"{_FLOOR}{conv}", str(self._floor[conv]))
+                     for conv in dirty if conv in self._floor],
+                )
         except BaseException:
             # Keep the updates for the next attempt (newer ones win).
             self._dirty = {**dirty, **self._dirty}
@@ -244,9 +260,9 @@ class Store:
             raise
         for conv, horizon in horizons:
             recent = self._recent.get(conv)
-            if recent:
-                for mid in [m for m, ns in recent.items() if ns < horizon]:
-                    del recent[mid]
+            # handled roughly in sent order: expire from the front, no scan of the window
+            while recent and next(iter(recent.values())) < horizon:
+                del recent[next(iter(recent))]
         self.flushes += 1
         return len(rows)
 
