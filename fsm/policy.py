@@ -83,6 +83,10 @@ class Timers:
     """Silence after which the stream is probed (quiet → keep it; behind → restart)."""
     poll_interval: float = _duration("2m")
     """Sync + fetch after the cursors while the stream is down (polling)."""
+    full_sync_interval: float = _duration("30m")
+    """Most periodic syncs ask the node only for each conversation's newest message (two calls
+    in all) and sync what changed; at least this often one re-reads every conversation over the
+    lookback window, which also finds messages the stream skipped between others."""
     stream_retry_interval: float = _duration("10m")
     """While polling, how often the stream is retried (through the breaker)."""
     open_timeout: float = _duration("30s")

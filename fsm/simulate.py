@@ -27,6 +27,7 @@ Scenario files are TOML::
 from __future__ import annotations
 
 import heapq
+import math
 import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -191,6 +192,8 @@ class _World:
     state_entered: float = 0.0
     time_in_state: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     exited: bool = False
+    last_full_sync: float = -math.inf
+    changed_since_sync: int = 0
 
     def at(self, when: float, kind: str, payload: Any = None) -> None:
         self.n += 1
@@ -221,7 +224,7 @@ class _World:
 
     def perform_action(self, action: Action, sc: Scenario) -> None:
         if action in NETWORK_ACTIONS:
-            self.network_calls += 1 if action is Action.OPEN_STREAM else 1 + sc.conversations
+            self.network_calls += self.calls_for(action, sc)
         if action is Action.OPEN_STREAM:
             if self.down or self.refuse_open:
                 self.at(self.now + sc.down_delay, "feed",
@@ -243,6 +246,22 @@ class _World:
         elif action is Action.HEALTH_CHECK:
             self.at(self.now, "feed", (Event.HEALTH_OK, {}))
 
+    def calls_for(self, action: Action, sc: Scenario) -> int:
+        """The runtime's cost model: opening is one call; catch-up and a full sync (at least
+        every ``timers.full_sync_interval``) are one plus one per conversation; other syncs,
+        probes and polls are two (welcomes + newest message of every conversation) plus one per
+        conversation that changed."""
+        if action is Action.OPEN_STREAM:
+            return 1
+        full_due = self.now - self.last_full_sync >= self.core.policy.timers.full_sync_interval
+        if action is Action.CATCH_UP or full_due:
+            self.last_full_sync = self.now
+            self.changed_since_sync = 0
+            return 1 + sc.conversations
+        changed = min(sc.conversations, self.changed_since_sync)
+        self.changed_since_sync = 0
+        return 2 + changed
+
     def rpc(self, action: Action, sc: Scenario) -> None:
         failed, ok, behind = {
             Action.SYNC: (Event.SYNC_FAILED, Event.SYNC_OK, Event.SYNC_BEHIND),
@@ -262,6 +281,7 @@ class _World:
 
     def message(self) -> None:
         self.sent += 1
+        self.changed_since_sync += 1
         if self.down:
             self.pending_publish += 1  # the peer's own client publishes it when the node is back
         elif self.stream_open and not self.stream_silent:

@@ -203,6 +203,8 @@ class Supervisor:
         self._state_since = 0.0
         self._since_ns = self._first_start_ns()
         self._known_conversations: set[str] = set(store.cursors())
+        self._seen_ns: dict[str, int] = {}
+        self._last_full_sync = -math.inf
         self._tg: TaskGroup | None = None
 
     # -- run ------------------------------------------------------------------------------------
@@ -353,6 +355,23 @@ class Supervisor:
                 self.post(Event.STREAM_ENDED, {})
 
         return send, on_error, on_close
+
+    def seen_times(self) -> dict[str, int]:
+        seen = {cid: c.sent_at_ns for cid, c in self.store.cursors().items()}
+        for cid, ns in self._seen_ns.items():
+            if ns > seen.get(cid, -1):
+                seen[cid] = ns
+        return seen
+
+    def note_seen(self, conversation_id: str, sent_at_ns: int) -> None:
+        if sent_at_ns > self._seen_ns.get(conversation_id, -1):
+            self._seen_ns[conversation_id] = sent_at_ns
+
+    def full_sync_due(self) -> bool:
+        return self.clock.now() - self._last_full_sync >= self.policy.timers.full_sync_interval
+
+    def full_sync_done(self) -> None:
+        self._last_full_sync = self.clock.now()
 
     def set_stream(self, stream: Stream | None) -> Stream | None:
         previous, self._stream = self._stream, stream

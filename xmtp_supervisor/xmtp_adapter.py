@@ -35,6 +35,13 @@ INSTALLATION_LIMIT = 10
 TEXT_TYPE = "xmtp.org/text"
 
 
+_ALL_CONVERSATIONS = xmtpv3.FfiListConversationsOptions(
+    created_after_ns=None, created_before_ns=None, last_activity_before_ns=None,
+    last_activity_after_ns=None, order_by=None, limit=None, consent_states=None,
+    include_duplicate_dms=False,
+)
+
+
 class ConfigError(ValueError):
     """The environment cannot produce a client; the message names the variable and the fix."""
 
@@ -66,6 +73,8 @@ class Network(Protocol):
     async def sync_conversations(self) -> list[str]: ...
 
     async def sync_conversation(self, conversation_id: str) -> None: ...
+
+    async def changed_conversations(self, seen: Mapping[str, int]) -> list[str]: ...
 
     async def fetch_after(self, conversation_id: str, after_ns: int) -> list[InboundMessage]: ...
 
@@ -186,6 +195,7 @@ class XmtpNetwork:
         self.inbox_id: str = inbox
         self._ffi_client: Any = client._client
         self._conversations: dict[str, Any] = {}
+        self._api: Any = None
 
     @classmethod
     async def create(cls, settings: ClientSettings) -> XmtpNetwork:
@@ -262,11 +272,7 @@ class XmtpNetwork:
             await conversations.sync()
         except Exception as exc:
             raise SyncFailed(describe(exc)) from exc
-        listed = conversations.list(xmtpv3.FfiListConversationsOptions(
-            created_after_ns=None, created_before_ns=None, last_activity_before_ns=None,
-            last_activity_after_ns=None, order_by=None, limit=None, consent_states=None,
-            include_duplicate_dms=False,
-        ))
+        listed = conversations.list(_ALL_CONVERSATIONS)
         synced: list[str] = []
         errors: list[str] = []
         for item in listed:
@@ -289,6 +295,51 @@ class XmtpNetwork:
             conversation = self._ffi_client.conversation(bytes.fromhex(conversation_id))
             self._conversations[conversation_id] = conversation
         return conversation
+
+    async def changed_conversations(self, seen: Mapping[str, int]) -> list[str]:
+        """The cheap probe: sync welcomes, ask the node for every conversation's newest message
+        in one batch call, and sync only the conversations that hold something newer than
+        ``seen`` (conversation id → sent_at_ns of the last message handled) or are new to us.
+        Two calls when nothing happened, instead of one per conversation."""
+        conversations = self._ffi_client.conversations()
+        try:
+            await conversations.sync()
+        except Exception as exc:
+            raise SyncFailed(describe(exc)) from exc
+        ids = [bytes(item.conversation().id()).hex()
+               for item in conversations.list(_ALL_CONVERSATIONS)]
+        known = [cid for cid in ids if cid in seen]
+        try:
+            newest = await xmtpv3.get_newest_message_metadata(
+                await self._api_client(), [bytes.fromhex(cid) for cid in known])
+        except Exception as exc:
+            raise SyncFailed(describe(exc)) from exc
+        changed = [cid for cid in ids if cid not in seen]
+        for cid in known:
+            meta = newest.get(bytes.fromhex(cid))
+            if meta is not None and meta.created_ns > seen[cid]:
+                changed.append(cid)
+        errors: list[str] = []
+        synced: list[str] = []
+        for cid in changed:
+            try:
+                await self._conversation(cid).sync()
+            except Exception as exc:  # judged below, per conversation
+                errors.append(describe(exc))
+                continue
+            synced.append(cid)
+        if errors and not synced:
+            raise SyncFailed(errors[0])
+        return synced
+
+    async def _api_client(self) -> Any:
+        if self._api is None:
+            options = self.client._options
+            host = options.resolved_api_url()
+            self._api = await xmtpv3.connect_to_backend(
+                host, options.gateway_host, host.startswith("https"), None,
+                options.app_version, None, None)
+        return self._api
 
     async def sync_conversation(self, conversation_id: str) -> None:
         try:

@@ -31,6 +31,18 @@ class EffectContext(Protocol):
         """Conversations with no cursor yet are caught up from this wall-clock time (ns)."""
         ...
 
+    def seen_times(self) -> dict[str, int]:
+        """Per conversation, the newest sent_at_ns known handled or seen (own messages too)."""
+        ...
+
+    def note_seen(self, conversation_id: str, sent_at_ns: int) -> None: ...
+
+    def full_sync_due(self) -> bool:
+        """Whether this sync must re-read every conversation (``timers.full_sync_interval``)."""
+        ...
+
+    def full_sync_done(self) -> None: ...
+
     def stream_callbacks(self) -> tuple[Callable[..., None], Callable[[str], None],
                                          Callable[[], None]]:
         """Fresh (on_message, on_error, on_close) bound to a new stream generation."""

@@ -18,14 +18,19 @@ from xmtp_supervisor.message_path import Verdict
 NEW = (Verdict.ACCEPTED, Verdict.UNDECODABLE)
 
 
-async def fetch_missed(ctx: EffectContext, kind: str) -> int:
+async def fetch_missed(ctx: EffectContext, kind: str, *, full: bool = True) -> int:
     """Deliver whatever the stream missed; returns how many were older than the grace period.
 
-    Raises what the network raised when nothing at all could be synced.
+    ``full`` syncs and re-reads every conversation; otherwise only those whose newest message on
+    the network is newer than what was seen (one batch call). Raises what the network raised when
+    nothing at all could be synced.
     """
     started_ns = time.time_ns()
     try:
-        conversation_ids = await ctx.network.sync_conversations()
+        if full:
+            conversation_ids = await ctx.network.sync_conversations()
+        else:
+            conversation_ids = await ctx.network.changed_conversations(ctx.seen_times())
     except Exception:
         ctx.rpc(kind, False)
         ctx.outbox.offline()  # new replies queue without blocking their handler for seconds
@@ -36,6 +41,7 @@ async def fetch_missed(ctx: EffectContext, kind: str) -> int:
         start = ctx.path.lookback_from(conversation_id)
         after = start if start is not None else ctx.since_ns()
         for message in await ctx.network.fetch_after(conversation_id, after):
+            ctx.note_seen(conversation_id, message.sent_at_ns)
             verdict = await ctx.path.submit(message)
             if verdict in NEW and message.sent_at_ns < started_ns - ctx.missed_grace_ns:
                 missed += 1
@@ -50,8 +56,11 @@ async def judged(
 ) -> Outcome:
     """Run :func:`fetch_missed` and name the outcome: failed (with the error for the core's
     error table), behind (the stream missed messages) or quiet."""
+    full = ctx.full_sync_due()
     try:
-        missed = await fetch_missed(ctx, kind)
+        missed = await fetch_missed(ctx, kind, full=full)
     except Exception as exc:
         return failed, {"error": describe(exc)}
+    if full:
+        ctx.full_sync_done()
     return (behind, {"missed": missed}) if missed else (quiet, {})

@@ -76,6 +76,13 @@ class FakeNetwork:
         if self.down:
             raise RuntimeError("UNAVAILABLE: sync refused")
 
+    async def changed_conversations(self, seen: dict[str, int]) -> list[str]:
+        self._count("sync")
+        if self.down:
+            raise RuntimeError("UNAVAILABLE: sync refused")
+        return sorted(cid for cid, messages in self.messages.items()
+                      if cid not in seen or max(m.sent_at_ns for m in messages) > seen[cid])
+
     async def fetch_after(self, conversation_id: str, after_ns: int) -> list[InboundMessage]:
         self._count("fetch")
         return [m for m in self.messages.get(conversation_id, []) if m.sent_at_ns > after_ns]
