@@ -453,7 +453,7 @@ def scaled_policy(scale: float, **breaker: str) -> Policy:
         name: f"{getattr(timers, name) / scale:.6f}s"
         for name in ("sync_interval", "health_interval", "activity_check_interval",
                      "activity_warn_after", "stall_timeout", "poll_interval",
-                     "stream_retry_interval")
+                     "stream_retry_interval", "full_sync_interval")
     }
     b = Policy().breaker
     breaker_values = {

@@ -69,6 +69,7 @@ DEMO_TIMERS: dict[str, dict[str, Any]] = {
         "stall_timeout": "20s",
         "poll_interval": "3s",
         "stream_retry_interval": "8s",
+        "full_sync_interval": "30s",
         "health_interval": "10s",
         "open_timeout": "5s",
         "probe_timeout": "5s",
@@ -283,7 +284,8 @@ def describe_timers(policy: Policy) -> str:
         f"demo timers (scaled down from minutes): sync {f(t.sync_interval)}, activity check "
         f"{f(t.activity_check_interval)}, warn {f(t.activity_warn_after)}, stall "
         f"{f(t.stall_timeout)}, poll {f(t.poll_interval)}, stream retry "
-        f"{f(t.stream_retry_interval)}, health {f(t.health_interval)}, backoff "
+        f"{f(t.stream_retry_interval)}, full sync {f(t.full_sync_interval)}, health "
+        f"{f(t.health_interval)}, backoff "
         f"{f(b.backoff_initial)}..{f(b.backoff_max)}, breaker {b.max_restarts} restarts / "
         f"{f(b.window)}, missed-message grace {MISSED_GRACE_NS // 1_000_000_000}s; catch-up "
         f"lookback {f(policy.store.lookback)} (not scaled: every catch-up re-reads the whole "

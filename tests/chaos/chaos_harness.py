@@ -55,7 +55,7 @@ def scaled_policy(extra: dict[str, dict[str, Any]] | None = None) -> Policy:
     t, b = base.timers, base.breaker
     timers = {name: f"{getattr(t, name) / SCALE:.4f}s" for name in (
         "sync_interval", "health_interval", "activity_check_interval", "activity_warn_after",
-        "stall_timeout", "poll_interval", "stream_retry_interval")}
+        "stall_timeout", "poll_interval", "stream_retry_interval", "full_sync_interval")}
     timers.update(open_timeout="5s", probe_timeout="5s", drain_deadline="3s")
     overrides: dict[str, dict[str, Any]] = {
         "timers": timers,
