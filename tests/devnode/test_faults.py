@@ -51,6 +51,9 @@ async def test_node_stopped_errors_then_ends_and_restart_does_not_resubscribe(
 ) -> None:
     """Stop (like a kill): error item after ~3-7 ms, then the iteration ends at once.
 
+    Usually one error item; under load sometimes two (the welcome and the group-message
+    subscriptions both report the dropped connection, seen once in a CI run), then the end.
+
     After a restart on the same port the client does not resubscribe by itself (no
     Subscribe* call within 3 s) although unary calls reconnect at once.
     """
@@ -59,7 +62,9 @@ async def test_node_stopped_errors_then_ends_and_restart_does_not_resubscribe(
         node.stop()
         assert await watcher.wait_for(lambda: "end" in watcher.kinds(), 10)
         report("stop", watcher)
-        assert watcher.kinds() == ["error", "end"]
+        kinds = watcher.kinds()
+        assert kinds[-1] == "end" and 1 <= len(kinds) - 1 <= 2
+        assert set(kinds[:-1]) == {"error"}
         error, end = watcher.first("error"), watcher.first("end")
         assert error is not None and end is not None and end.at < 2.0
 
