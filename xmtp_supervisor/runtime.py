@@ -347,6 +347,7 @@ class Supervisor:
         def on_error(error: str) -> None:
             if gen == self._stream_live_gen:  # one failure per stream: its close is not another
                 self._stream_live_gen = -1
+                self.outbox.offline()  # likely an outage: queue replies, do not block handlers
                 self.post(Event.STREAM_ERROR, {"error": error})
 
         def on_close() -> None:

@@ -15,6 +15,7 @@ async def run(ctx: EffectContext) -> Outcome:
         ctx.rpc("open_stream", False)
         return Event.STREAM_OPEN_FAILED, {"error": str(exc) or describe(exc)}
     ctx.rpc("open_stream", True)
+    ctx.outbox.wake()  # the node answers again: send what was queued
     previous = ctx.set_stream(stream)
     if previous is not None:
         await previous.close()
