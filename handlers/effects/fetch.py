@@ -1,5 +1,6 @@
-"""Shared by catch-up, sync, probe and poll: sync, then fetch every conversation after its
-cursor, in order, through the message path (which drops what was already handled).
+"""Shared by catch-up, sync, probe and poll: sync, then fetch each conversation from the
+lookback window behind its cursor, in order, through the message path (which drops what was
+already handled, so a message the stream skipped between others is still found).
 
 "Missed" counts messages the network holds that the stream never delivered and that are older
 than a grace period (a message sent a moment ago may still be on its way down the stream); a
