@@ -267,27 +267,7 @@ class XmtpNetwork:
 
     async def sync_conversations(self) -> list[str]:
         """Sync welcomes, then each conversation; fail only if nothing could be synced."""
-        conversations = self._ffi_client.conversations()
-        try:
-            await conversations.sync()
-        except Exception as exc:
-            raise SyncFailed(describe(exc)) from exc
-        listed = conversations.list(_ALL_CONVERSATIONS)
-        synced: list[str] = []
-        errors: list[str] = []
-        for item in listed:
-            conversation = item.conversation()
-            conversation_id = bytes(conversation.id()).hex()
-            self._conversations[conversation_id] = conversation
-            try:
-                await conversation.sync()
-            except Exception as exc:  # judged below, per conversation
-                errors.append(describe(exc))
-                continue
-            synced.append(conversation_id)
-        if errors and not synced:
-            raise SyncFailed(errors[0])
-        return synced
+        return await self._sync_each(await self._sync_welcomes())
 
     def _conversation(self, conversation_id: str) -> Any:
         conversation = self._conversations.get(conversation_id)
@@ -301,13 +281,7 @@ class XmtpNetwork:
         in one batch call, and sync only the conversations that hold something newer than
         ``seen`` (conversation id → sent_at_ns of the last message handled) or are new to us.
         Two calls when nothing happened, instead of one per conversation."""
-        conversations = self._ffi_client.conversations()
-        try:
-            await conversations.sync()
-        except Exception as exc:
-            raise SyncFailed(describe(exc)) from exc
-        ids = [bytes(item.conversation().id()).hex()
-               for item in conversations.list(_ALL_CONVERSATIONS)]
+        ids = await self._sync_welcomes()
         known = [cid for cid in ids if cid in seen]
         try:
             newest = await xmtpv3.get_newest_message_metadata(
@@ -319,15 +293,35 @@ class XmtpNetwork:
             meta = newest.get(bytes.fromhex(cid))
             if meta is not None and meta.created_ns > seen[cid]:
                 changed.append(cid)
-        errors: list[str] = []
+        return await self._sync_each(changed)
+
+    async def _sync_welcomes(self) -> list[str]:
+        """Fetch new conversations (welcomes); the ids of every conversation known locally."""
+        conversations = self._ffi_client.conversations()
+        try:
+            await conversations.sync()
+        except Exception as exc:
+            raise SyncFailed(describe(exc)) from exc
+        ids = []
+        for item in conversations.list(_ALL_CONVERSATIONS):
+            conversation = item.conversation()
+            conversation_id = bytes(conversation.id()).hex()
+            self._conversations[conversation_id] = conversation
+            ids.append(conversation_id)
+        return ids
+
+    async def _sync_each(self, conversation_ids: list[str]) -> list[str]:
+        """Sync each conversation; judged per conversation, since a batch sync's success proves
+        nothing: fails only when none of them could be synced."""
         synced: list[str] = []
-        for cid in changed:
+        errors: list[str] = []
+        for conversation_id in conversation_ids:
             try:
-                await self._conversation(cid).sync()
-            except Exception as exc:  # judged below, per conversation
+                await self._conversation(conversation_id).sync()
+            except Exception as exc:
                 errors.append(describe(exc))
                 continue
-            synced.append(cid)
+            synced.append(conversation_id)
         if errors and not synced:
             raise SyncFailed(errors[0])
         return synced
