@@ -288,7 +288,3 @@ def _build_rows() -> tuple[Row, ...]:
 
 
 ROWS: tuple[Row, ...] = _build_rows()
-
-
-def rows_from(state: State) -> list[Row]:
-    return [row for row in ROWS if row.source == state]
