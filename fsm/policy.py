@@ -92,7 +92,8 @@ class Timers:
     open_timeout: float = _duration("30s")
     """A stream that is not ready within this is a failed open."""
     probe_timeout: float = _duration("60s")
-    """A probe that does not answer within this counts as dead."""
+    """A probe that does not answer within this counts as dead; also the longest a reopened
+    stream's messages wait for the catch-up before they are handled anyway."""
     drain_deadline: float = _duration("10s")
     """On shutdown, how long in-flight handlers may finish before they are cut."""
 

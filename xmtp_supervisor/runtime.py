@@ -199,6 +199,11 @@ class Supervisor:
         self._stream: Stream | None = None
         self._stream_gen = 0
         self._stream_live_gen = -1
+        self._hold_token = 0
+        self._held: int | None = None
+        self._held_since = 0.0
+        self._inbound_gate: anyio.Event | None = None
+        """Set while a fresh stream's messages wait for the catch-up (None: open)."""
         self._started_at = 0.0
         self._state_since = 0.0
         self._since_ns = self._first_start_ns()
@@ -308,11 +313,31 @@ class Supervisor:
         core, clock, submit = self.core, self.clock, self.path.submit
         known = self._known_conversations
         async for message in self._inbound_rx:
+            while self._inbound_gate is not None:  # a catch-up runs first: keeps the order
+                await self._wait_for_catch_up(self._inbound_gate)
             core.note_activity(clock.now())
             if message.conversation_id not in known:
                 known.add(message.conversation_id)
                 await self._catch_up_new_conversation(message.conversation_id)
             await submit(message)
+
+    async def _wait_for_catch_up(self, gate: anyio.Event) -> None:
+        """Wait for the catch-up to release the stream's messages, but no longer than
+        ``timers.probe_timeout`` after the hold began: a catch-up stuck on the network must not
+        keep a live stream's messages from their handlers (order yields to liveness)."""
+        deadline = self._held_since + self.policy.timers.probe_timeout
+
+        async def expire() -> None:
+            await self.clock.sleep_until(deadline)
+            if self._held is not None:
+                self.log.warning("catch_up_slow_stream_released",
+                                 held_s=round(self.clock.now() - self._held_since, 1))
+                self.release_inbound(self._held)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(expire)
+            await gate.wait()
+            tg.cancel_scope.cancel()
 
     async def _catch_up_new_conversation(self, conversation_id: str) -> None:
         """A conversation the stream shows us for the first time: its first messages may have
@@ -374,6 +399,25 @@ class Supervisor:
     def full_sync_done(self) -> None:
         self._last_full_sync = self.clock.now()
 
+    def hold_inbound(self) -> int:
+        self._hold_token += 1
+        self._held = self._hold_token
+        self._held_since = self.clock.now()
+        if self._inbound_gate is None:
+            self._inbound_gate = anyio.Event()
+        return self._held
+
+    def held_inbound(self) -> int | None:
+        return self._held
+
+    def release_inbound(self, token: int) -> None:
+        if token != self._held:
+            return  # a newer stream's hold: its own catch-up releases it
+        self._held = None
+        gate, self._inbound_gate = self._inbound_gate, None
+        if gate is not None:
+            gate.set()
+
     def set_stream(self, stream: Stream | None) -> Stream | None:
         previous, self._stream = self._stream, stream
         self._stream_live_gen = self._stream_gen if stream is not None else -1
@@ -390,6 +434,7 @@ class Supervisor:
             "dedup_size": len(self.path.dedup),
             "backlog": self.path.backlog,
             "outbox_pending": self.outbox.pending,
+            "inbound_queued": self._inbound_rx.statistics().current_buffer_used,
             "timers_armed": self._scheduler.armed,
             "recent_transitions": len(self.recent),
         }

@@ -48,6 +48,19 @@ class EffectContext(Protocol):
         """Fresh (on_message, on_error, on_close) bound to a new stream generation."""
         ...
 
+    def hold_inbound(self) -> int:
+        """Hold stream messages (they queue, in order) until :meth:`release_inbound` with the
+        returned token; a newer hold supersedes an older one."""
+        ...
+
+    def held_inbound(self) -> int | None:
+        """The token of the hold in force, if any."""
+        ...
+
+    def release_inbound(self, token: int) -> None:
+        """Let held stream messages through, unless a newer hold replaced ``token``'s."""
+        ...
+
     def set_stream(self, stream: Stream | None) -> Stream | None:
         """Install the open stream (or none); returns the previous one for closing."""
         ...

@@ -5,6 +5,10 @@ already handled, so a message the stream skipped between others is still found).
 "Missed" counts messages the network holds that the stream never delivered and that are older
 than a grace period (a message sent a moment ago may still be on its way down the stream); a
 sync that finds any means the stream is dead even though the client never said so.
+
+A fetch that starts while a freshly opened stream's messages are held releases them when it ends
+(done, failed or cancelled): everything older has been submitted in order by then, and the held
+ones that it already delivered are dropped as duplicates.
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ async def fetch_missed(ctx: EffectContext, kind: str, *, full: bool = True) -> i
     the network is newer than what was seen (one batch call). Raises what the network raised when
     nothing at all could be synced.
     """
+    hold = ctx.held_inbound()
+    try:
+        return await _fetch(ctx, kind, full=full)
+    finally:
+        if hold is not None:
+            ctx.release_inbound(hold)
+
+
+async def _fetch(ctx: EffectContext, kind: str, *, full: bool) -> int:
     started_ns = time.time_ns()
     try:
         if full:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anyio
+
 from xmtp_supervisor.inbound import InboundMessage
 
 
@@ -32,6 +34,10 @@ class FakeNetwork:
     sent: list[tuple[str, str]] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
     n: int = 0
+    on_open: Callable[[], None] | None = None
+    """Called as soon as a stream is open (a peer whose message rides the brand-new stream)."""
+    fetch_blocked: anyio.Event | None = None
+    """When given, fetches wait for it (a network that hangs reads but still streams)."""
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -63,6 +69,8 @@ class FakeNetwork:
             raise RuntimeError("stream ended before it opened")
         stream = FakeStream(self, on_message, on_error, on_close)
         self.streams.append(stream)
+        if self.on_open is not None:
+            self.on_open()
         return stream
 
     async def sync_conversations(self) -> list[str]:
@@ -85,6 +93,8 @@ class FakeNetwork:
 
     async def fetch_after(self, conversation_id: str, after_ns: int) -> list[InboundMessage]:
         self._count("fetch")
+        if self.fetch_blocked is not None:
+            await self.fetch_blocked.wait()
         return [m for m in self.messages.get(conversation_id, []) if m.sent_at_ns > after_ns]
 
     async def send_text(self, conversation_id: str, text: str) -> None:

@@ -16,8 +16,9 @@ import pytest
 from fake_network import FakeNetwork
 
 from fsm.policy import Policy
-from fsm.table import State
+from fsm.table import Event, State
 from handlers.builtin import default_router
+from handlers.effects import open_stream
 from xmtp_supervisor.runtime import Supervisor, VirtualClock
 from xmtp_supervisor.store import Store
 
@@ -96,6 +97,43 @@ async def test_stream_error_restarts_and_catches_up_what_was_missed(rig: Rig) ->
     assert rig.sup.state == State.STREAMING.value
     assert rig.net.calls["open_stream"] == 2
     assert ("c1", "sent while the stream was dead") in rig.net.sent
+
+
+async def test_reopened_stream_waits_for_catch_up_so_order_holds(rig: Rig) -> None:
+    """The fresh stream delivers a newer message at once; the one sent while no stream listened
+    still reaches the handler first (chaos: stream-ends-normally once saw [.., 7, 5, ..])."""
+    rig.say("c1", "first")  # a known conversation, so only the reconnect's catch-up fetches
+    await rig.advance(1)
+    rig.net.kill_streams(error=None)  # ended normally: a failure all the same
+    rig.say("c1", "gap")
+    rig.net.on_open = lambda: rig.say("c1", "after")
+    await rig.advance(1)
+    assert rig.sup.state == State.STREAMING.value
+    assert [t for c, t in rig.net.sent if c == "c1"] == ["first", "gap", "after"]
+    assert rig.sup.held_inbound() is None
+
+
+async def test_a_stuck_catch_up_releases_the_stream_after_the_probe_timeout(rig: Rig) -> None:
+    rig.say("c1", "first")
+    await rig.advance(1)
+    rig.net.fetch_blocked = anyio.Event()  # reads hang; the stream still works
+    rig.net.kill_streams()
+    await rig.advance(1)
+    assert rig.sup.state == State.STREAMING.value and rig.sup.held_inbound() is not None
+    rig.say("c1", "live")
+    await rig.advance(30)
+    assert ("c1", "live") not in rig.net.sent  # still waiting for the catch-up
+    await rig.advance(31)  # probe_timeout (60 s) after the hold began
+    assert ("c1", "live") in rig.net.sent
+    assert rig.sup.held_inbound() is None
+    rig.net.fetch_blocked.set()
+
+
+async def test_a_failed_open_releases_the_hold(rig: Rig) -> None:
+    rig.net.down = True
+    outcome = await open_stream.run(rig.sup)
+    assert outcome[0] is Event.STREAM_OPEN_FAILED
+    assert rig.sup.held_inbound() is None  # nothing waits for a catch-up that never comes
 
 
 async def test_silent_stream_is_caught_by_the_next_sync(rig: Rig) -> None:
