@@ -210,14 +210,8 @@ async def published(client: Any, conversation: Any, sender: str) -> list[str | N
     was never on the network (libxmtp does not retry it), so it must not count as sent.
     """
     await xmtp_compat.sync_conversation(conversation)
-    options = xmtpv3.FfiListMessagesOptions(
-        sent_before_ns=None, sent_after_ns=None, limit=None,
-        delivery_status=xmtpv3.FfiDeliveryStatus.PUBLISHED,
-        direction=xmtpv3.FfiDirection.ASCENDING, content_types=None,
-        exclude_content_types=None, exclude_sender_inbox_ids=None, sort_by=None,
-        inserted_after_ns=None, inserted_before_ns=None,
-    )
-    raw = await xmtp_compat.ffi_of(conversation).find_messages(options)
+    raw = await xmtp_compat.ffi_of(conversation).find_messages(
+        xmtp_compat.ascending(delivery_status=xmtpv3.FfiDeliveryStatus.PUBLISHED))
     contents: list[str | None] = []
     for message in raw:
         if message.sender_inbox_id == sender:

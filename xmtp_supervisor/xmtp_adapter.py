@@ -343,13 +343,7 @@ class XmtpNetwork:
 
     async def fetch_after(self, conversation_id: str, after_ns: int) -> list[InboundMessage]:
         conversation = self._conversation(conversation_id)
-        options = xmtpv3.FfiListMessagesOptions(
-            sent_before_ns=None, sent_after_ns=after_ns or None, limit=None,
-            delivery_status=None, direction=xmtpv3.FfiDirection.ASCENDING, content_types=None,
-            exclude_content_types=None, exclude_sender_inbox_ids=None, sort_by=None,
-            inserted_after_ns=None, inserted_before_ns=None,
-        )
-        raw = await conversation.find_messages(options)
+        raw = await conversation.find_messages(xmtp_compat.ascending(after_ns or None))
         messages = [self.to_inbound(m) for m in raw]
         messages.sort(key=lambda m: (m.sent_at_ns, m.id))
         return messages

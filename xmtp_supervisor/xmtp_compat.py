@@ -11,6 +11,7 @@ Why each helper exists:
 * :func:`list_messages` — the SDK's ``Conversation`` has no way to list messages; the FFI
   conversation's ``find_messages(FfiListMessagesOptions(...))`` does, and returns raw FFI
   messages, which we decode with the client's own decoder so callers see ``DecodedMessage``.
+* :func:`ascending` — ``FfiListMessagesOptions`` has no defaults; one place builds it.
 * :func:`after_ns` — ``DecodedMessage.sent_at`` is a ``datetime`` (microseconds) while libxmtp
   filters on nanoseconds: ``sent_after_ns=int(sent_at.timestamp() * 1e9)`` both loses precision
   in the float and rounds down, so the message itself comes back. This gives a safe bound.
@@ -129,19 +130,17 @@ def after_ns(message: DecodedMessage[object]) -> int:
     return micros * 1_000 + 999
 
 
-async def list_messages(
-    conversation: Conversation, sent_after_ns: int | None = None
-) -> list[DecodedMessage[object]]:
-    """The conversation's locally stored messages, decoded, in ascending sent order.
-
-    Only reads the local database: call :func:`sync_conversation` (or a conversations sync)
-    first to fetch from the network. Includes membership-change messages (``GroupUpdated``).
-    """
-    options = xmtpv3.FfiListMessagesOptions(
+def ascending(
+    sent_after_ns: int | None = None,
+    delivery_status: xmtpv3.FfiDeliveryStatus | None = None,
+) -> xmtpv3.FfiListMessagesOptions:
+    """``find_messages`` options: oldest first, optionally after a time or of one delivery status
+    (the bindings want every one of their eleven fields spelled out)."""
+    return xmtpv3.FfiListMessagesOptions(
         sent_before_ns=None,
         sent_after_ns=sent_after_ns,
         limit=None,
-        delivery_status=None,
+        delivery_status=delivery_status,
         direction=xmtpv3.FfiDirection.ASCENDING,
         content_types=None,
         exclude_content_types=None,
@@ -150,7 +149,17 @@ async def list_messages(
         inserted_after_ns=None,
         inserted_before_ns=None,
     )
-    raw = await ffi_of(conversation).find_messages(options)
+
+
+async def list_messages(
+    conversation: Conversation, sent_after_ns: int | None = None
+) -> list[DecodedMessage[object]]:
+    """The conversation's locally stored messages, decoded, in ascending sent order.
+
+    Only reads the local database: call :func:`sync_conversation` (or a conversations sync)
+    first to fetch from the network. Includes membership-change messages (``GroupUpdated``).
+    """
+    raw = await ffi_of(conversation).find_messages(ascending(sent_after_ns))
     client = conversation._client
     decoded = [client._decode_message(message) for message in raw]
     decoded.sort(key=lambda message: message.sent_at)

@@ -23,7 +23,6 @@ from typing import Any
 
 import anyio
 import xmtp
-from xmtp_bindings import xmtpv3
 
 from devnode import DevNode
 from fsm.policy import Policy
@@ -39,11 +38,7 @@ os.environ.setdefault("RUST_LOG", "off")
 SCALE = 60.0
 """Every production interval is divided by this (1 virtual minute = 1 real second)."""
 
-LIST_ALL = xmtpv3.FfiListMessagesOptions(
-    sent_before_ns=None, sent_after_ns=None, limit=None, delivery_status=None,
-    direction=xmtpv3.FfiDirection.ASCENDING, content_types=None, exclude_content_types=None,
-    exclude_sender_inbox_ids=None, sort_by=None, inserted_after_ns=None, inserted_before_ns=None,
-)
+LIST_ALL = xmtp_compat.ascending()
 
 DEDUP_MAX, DEDUP_EVICT = 64, 32
 """Small on purpose, so bursts and catch-ups exercise eviction and the cursor behind it."""
