@@ -1,10 +1,14 @@
-"""Fixtures for the operations layer: captured logs with secrets in the environment."""
+"""Fixtures for the operations layer: captured logs with secrets in the environment, and a
+socket playing systemd."""
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import secrets
+import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -95,3 +99,22 @@ def make_logs(secret_env: tuple[str, str], clock: Clock) -> Iterator[MakeLogs]:
 def logs(make_logs: MakeLogs) -> Captured:
     """Production logging (JSON lines) into a StringIO."""
     return make_logs()
+
+
+@pytest.fixture
+def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
+    """A bound datagram socket playing systemd (10 s receive timeout), named by NOTIFY_SOCKET;
+    short path (AF_UNIX paths max ~107 bytes); no watchdog unless a test sets WATCHDOG_USEC."""
+    directory = tempfile.mkdtemp(prefix="sdn", dir="/tmp")
+    path = os.path.join(directory, "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    try:
+        yield sock
+    finally:
+        sock.close()
+        os.unlink(path)
+        os.rmdir(directory)

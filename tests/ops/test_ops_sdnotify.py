@@ -5,44 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import pytest
+from sd_socket import pending
 
 from xmtp_supervisor.sdnotify import SystemdNotifier
-
-
-@pytest.fixture
-def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
-    """A bound datagram socket playing systemd; short path (AF_UNIX paths max ~107 bytes)."""
-    directory = tempfile.mkdtemp(prefix="sdn", dir="/tmp")
-    path = os.path.join(directory, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(10)
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    try:
-        yield sock
-    finally:
-        sock.close()
-        os.unlink(path)
-        os.rmdir(directory)
-
-
-def _pending(sock: socket.socket) -> list[bytes]:
-    sock.setblocking(False)
-    out = []
-    try:
-        while True:
-            out.append(sock.recv(4096))
-    except BlockingIOError:
-        pass
-    finally:
-        sock.settimeout(10)
-    return out
 
 
 def test_ready_status_stopping(notify_socket: socket.socket) -> None:
@@ -117,10 +86,10 @@ async def test_watchdog_pings_only_while_healthy(
         assert data == b"WATCHDOG=1"
         healthy[0] = False
         await anyio.sleep(0.05)  # let any ping sent before the switch arrive
-        _pending(notify_socket)
+        pending(notify_socket)
         for _ in range(5):  # several intervals while unhealthy
             await anyio.sleep(0.02)
-        assert _pending(notify_socket) == []
+        assert pending(notify_socket) == []
         healthy[0] = True
         data = await anyio.to_thread.run_sync(notify_socket.recv, 4096)
         assert data == b"WATCHDOG=1"

@@ -5,18 +5,17 @@ read over real HTTP as the state moves, sd_notify on a real socket, the breaker 
 from __future__ import annotations
 
 import json
-import os
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from sd_socket import pending
 
 from fsm.core import SupervisorCore
 from fsm.policy import Policy
@@ -56,23 +55,6 @@ class CoreView:
 
     def recent_transitions(self, n: int) -> list[dict[str, Any]]:
         return self.history.recent(n)
-
-
-@pytest.fixture
-def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
-    directory = tempfile.mkdtemp(prefix="sdw", dir="/tmp")
-    path = os.path.join(directory, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.setblocking(False)
-    monkeypatch.setenv("NOTIFY_SOCKET", path)
-    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-    try:
-        yield sock
-    finally:
-        sock.close()
-        os.unlink(path)
-        os.rmdir(directory)
 
 
 def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -187,12 +169,7 @@ async def test_demo_shaped_incident(
         alerter.close()
         tg.cancel_scope.cancel()
 
-    datagrams = []
-    while True:
-        try:
-            datagrams.append(notify_socket.recv(4096).decode())
-        except BlockingIOError:
-            break
+    datagrams = [d.decode() for d in pending(notify_socket)]
     assert sum("READY=1" in d for d in datagrams) == 1
     assert datagrams[-1].startswith("STOPPING=1")
     assert any(d.startswith("STATUS=backoff") for d in datagrams)
