@@ -153,7 +153,7 @@ class MessagePath:
         *,
         own_inbox_id: str,
         policy: Policy | None = None,
-        observe_latency: LatencyObserver = _no_latency,
+        observe_latency: LatencyObserver | None = None,
         max_backlog: int = 10_000,
     ) -> None:
         policy = policy if policy is not None else Policy()
@@ -163,9 +163,8 @@ class MessagePath:
         self.dedup = DedupSet.from_policy(policy.dedup)
         self._timeout = policy.handlers.timeout
         self._concurrency = policy.handlers.concurrency
-        self._observe = observe_latency if observe_latency is _no_latency else _safe(
-            observe_latency
-        )
+        # Without an observer the workers skip the clock reads (``_no_latency`` is the marker).
+        self._observe = _no_latency if observe_latency is None else _safe(observe_latency)
         self._max_backlog = max_backlog
         self.counters = Counters()
         self._lanes: dict[str, _Lane] = {}

@@ -148,6 +148,7 @@ class RuntimeHooks:
     alert: Callable[[str, dict[str, Any]], None] | None = None
     rpc: Callable[[str, bool], None] | None = None
     latency: Callable[[float], None] | None = None
+    """Handler durations; read once, when the :class:`Supervisor` is built."""
     services: list[Callable[[TaskGroup], Awaitable[None]]] = field(default_factory=list)
     """Started in the runtime's task group before the core starts (ops endpoint, notifier...)."""
 
@@ -183,7 +184,7 @@ class Supervisor:
         self.outbox = Outbox.from_policy(policy, store, self._send)
         self.path = MessagePath(
             store, router.dispatcher(self.outbox, self), own_inbox_id=network.inbox_id,
-            policy=policy, observe_latency=self.hooks.latency or (lambda _s: None),
+            policy=policy, observe_latency=self.hooks.latency,
         )
         self.rpc_counts: dict[str, int] = {}
         self._control_tx, self._control_rx = anyio.create_memory_object_stream[

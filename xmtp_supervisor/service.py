@@ -62,7 +62,8 @@ def build_service(
     notifier = SystemdNotifier()
     heartbeat = LoopHeartbeat()
     log = get_logger("xmtp_supervisor.service")
-    hooks = RuntimeHooks()
+    # read when the supervisor is built: the message path times handlers only with an observer
+    hooks = RuntimeHooks(latency=metrics.handler_latency.observe)
     sup = Supervisor(policy, network, store, router, clock=clock, seed=seed, hooks=hooks,
                      handle_signals=handle_signals)
     service = Service(sup, metrics, alerter, notifier, heartbeat)
@@ -120,7 +121,6 @@ def build_service(
     hooks.rpc = rpc
     hooks.health = health
     hooks.alert = alert
-    hooks.latency = metrics.handler_latency.observe
     hooks.services.append(start_ops)
     metrics.refreshers.append(refresh)
     return service

@@ -20,6 +20,7 @@ from fsm.table import Event, State
 from handlers.builtin import default_router
 from handlers.effects import open_stream
 from xmtp_supervisor.runtime import Supervisor, VirtualClock
+from xmtp_supervisor.service import build_service
 from xmtp_supervisor.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -184,3 +185,28 @@ async def test_every_timer_is_cancelled_when_its_state_is_left(rig: Rig) -> None
     rig.sup.request_shutdown()
     await rig.advance(2)
     assert rig.sup._scheduler.armed == 0
+
+
+async def test_service_metrics_time_every_handled_message(tmp_path: Path) -> None:
+    """build_service wires the handler-latency histogram into the message path."""
+    net = FakeNetwork()
+    store = Store(tmp_path / "agent.db", durability="per-message")
+    clock = VirtualClock()
+    policy = Policy.from_mapping({"http": {"enabled": False}})
+    service = build_service(policy, net, store, default_router(), clock=clock,
+                            handle_signals=False, seed=1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(service.run)
+        await clock.advance(0)
+        net.deliver("c1", "hello", time.time_ns())
+        net.deliver("c1", "again", time.time_ns())
+        await clock.advance(1)
+        assert net.sent == [("c1", "hello"), ("c1", "again")]
+        service.supervisor.request_shutdown()
+        await clock.advance(5)
+        tg.cancel_scope.cancel()
+    store.close()
+    count = service.metrics.registry.get_sample_value(
+        "xmtp_supervisor_handler_latency_seconds_count")
+    assert count == 2
+
