@@ -305,13 +305,8 @@ class SupervisorCore:
             if spec.event is Event.BACKOFF_ELAPSED:
                 effects.append(self._arm(spec, self.backoff_delay))
             else:
-                effects.append(self._arm(spec, self._interval(spec)))
+                effects.append(self._arm(spec, spec.seconds(self.policy)))
         return effects
-
-    def _interval(self, spec: TimerSpec) -> float:
-        section, key = spec.interval.split(".")
-        value: float = getattr(getattr(self.policy, section), key)
-        return value
 
     def _arm(self, spec: TimerSpec, delay: float) -> ArmTimer:
         self._next_token += 1

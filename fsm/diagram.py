@@ -60,11 +60,10 @@ def _internal_note(state: State) -> str:
 def _timer_note(spec: StateSpec, policy: Policy) -> str:
     parts = []
     for timer in spec.timers:
-        if timer.interval.startswith("computed:"):
+        if timer.computed:
             parts.append(f"{timer.event.value} after jittered backoff")
             continue
-        section, key = timer.interval.split(".")
-        value = format_duration(getattr(getattr(policy, section), key))
+        value = format_duration(timer.seconds(policy))
         parts.append(f"{timer.event.value} {'every' if timer.periodic else 'after'} {value}")
     return "; ".join(parts)
 

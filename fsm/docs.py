@@ -37,11 +37,10 @@ def transitions_markdown() -> str:
     for spec in STATES:
         timers = []
         for t in spec.timers:
-            if t.interval.startswith("computed:"):
+            if t.computed:
                 timers.append(f"{t.event.value} (jittered backoff)")
             else:
-                section, key = t.interval.split(".")
-                value = format_duration(getattr(getattr(policy, section), key))
+                value = format_duration(t.seconds(policy))
                 kind = "every" if t.periodic else "after"
                 timers.append(f"{t.event.value} {kind} `{t.interval}` ({value})")
         lines.append(f"| `{spec.state.value}` | {', '.join(a.value for a in spec.on_enter)} "

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from fsm.policy import Policy
+
 
 class State(StrEnum):
     STARTING = "starting"
@@ -84,6 +86,17 @@ class TimerSpec:
     event: Event
     interval: str
     periodic: bool
+
+    @property
+    def computed(self) -> bool:
+        """The core works its delay out on entry (``computed:…``); no policy field names it."""
+        return self.interval.startswith("computed:")
+
+    def seconds(self, policy: Policy) -> float:
+        """The delay the policy gives this timer."""
+        section, key = self.interval.split(".")
+        value: float = getattr(getattr(policy, section), key)
+        return value
 
 
 @dataclass(frozen=True)
