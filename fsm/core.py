@@ -41,7 +41,7 @@ logging.getLogger("transitions").setLevel(logging.ERROR)
 """Events a state has no row for are ignored by design (and logged in the transition log)."""
 
 _STATES: dict[str, State] = {s.value: s for s in State}
-_EVENTS: dict[Event | str, Event] = {**{e.value: e for e in Event}, **{e: e for e in Event}}
+_EVENTS: dict[Event | str, Event] = {e.value: e for e in Event}  # StrEnum: finds members too
 
 TIMER_EVENTS = frozenset(t.event for spec in STATE_SPECS.values() for t in spec.timers)
 
@@ -88,7 +88,6 @@ class SupervisorCore:
         self.transitions: dict[tuple[str, str], int] = {}
         self.restart_times: list[float] = []
         self.backoff_delay = 0.0
-        self.started = False
         self._next_token = 0
         self._logged_message = 0.0
         self._fired: Row | None = None
@@ -168,7 +167,6 @@ class SupervisorCore:
         self.book.now = at
         effects = self._leave()
         self._machine.set_state(state.value, model=self._model)
-        self.started = True
         effects.extend(self._enter(state, Event.START, {}))
         effects.extend(Perform(a) for a in STATE_SPECS[state].on_enter)
         return effects
@@ -190,7 +188,6 @@ class SupervisorCore:
         elif "activity_at" in data:  # replaying a log
             b.last_message = float(data["activity_at"])
             b.last_activity = max(b.last_activity, b.last_message)
-        b.input = data
         self._prune_window(at)
         effects: list[Effect] = []
         record: dict[str, Any] = {"input": data} if data else {}
@@ -198,11 +195,9 @@ class SupervisorCore:
 
         stale = self._stale_timer(event, data)
         if stale is not None:
-            self._logged_message = b.last_message
             return self._log(event, at, source, source, {**record, "ignored": stale}, effects)
 
         if event is Event.START:
-            self.started = True
             b.last_activity = b.last_message = at
         if "error" in data:
             b.error_class, rule = classify(data["error"])
@@ -221,10 +216,9 @@ class SupervisorCore:
             record["guards"] = dict(self._guard_results)
         if row is None:
             b.stream_failures, b.rpc_failures, b.last_activity, b.last_message = saved
-            self._logged_message = b.last_message
             return self._log(event, at, source, source, {**record, "ignored": "no_row"}, effects)
 
-        timer = self.timers.pop(event, None) if event in TIMER_EVENTS else None
+        timer = self.timers.pop(event, None)
         if row.dest is None:
             if timer is not None and timer.spec.periodic:
                 effects.append(self._arm(timer.spec, timer.delay))
@@ -234,7 +228,6 @@ class SupervisorCore:
         effects.extend(Perform(a) for a in row.actions)
         if row.dest is not None:
             effects.extend(Perform(a) for a in STATE_SPECS[row.dest].on_enter)
-        self._logged_message = b.last_message
         return self._log(event, at, source, self.state, record, effects)
 
     # -- internals ----------------------------------------------------------------------------
@@ -322,6 +315,7 @@ class SupervisorCore:
         data: dict[str, Any],
         effects: list[Effect],
     ) -> list[Effect]:
+        self._logged_message = self.book.last_message  # what the log has seen of the hot path
         self.seq += 1
         if "ignored" not in data:
             key = (source.value, dest.value)

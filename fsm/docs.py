@@ -4,6 +4,7 @@ them between markers, and a test fails when they drift. Regenerate with
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import fields
@@ -71,10 +72,14 @@ def policy_markdown() -> str:
     return "\n".join(lines)
 
 
+@functools.cache
+def _policy_source() -> str:
+    return Path(__file__).with_name("policy.py").read_text(encoding="utf-8")
+
+
 def _field_doc(cls: type, name: str) -> str:
     """The docstring written under a dataclass field in fsm/policy.py, if any."""
-    source = Path(__file__).with_name("policy.py").read_text(encoding="utf-8")
-    block = source.split(f"class {cls.__name__}:", 1)[1].split("\nclass ", 1)[0]
+    block = _policy_source().split(f"class {cls.__name__}:", 1)[1].split("\nclass ", 1)[0]
     match = re.search(rf"\n    {name}: [^\n]*\n    \"\"\"(.*?)\"\"\"", block, re.S)
     return " ".join(match.group(1).split()) if match else ""
 

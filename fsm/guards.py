@@ -7,9 +7,8 @@ errors before asking them, so the same inputs always give the same answer (repla
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from fsm.errors import ErrorClass
 from fsm.policy import Policy
@@ -33,7 +32,6 @@ class Book:
     last_message: float = 0.0
     """Last message or stream open: the start of the current silent spell."""
     error_class: ErrorClass | None = None
-    input: Mapping[str, Any] = field(default_factory=dict)
 
 
 Guard = Callable[[Book, Policy], bool]

@@ -183,7 +183,7 @@ class Http:
     """Serve /healthz, /readyz, /metrics and /status."""
     host: str = "127.0.0.1"
     """Bind address (loopback by default)."""
-    port: int = 9464
+    port: int = field(default=9464, metadata={"min": 0})
     """TCP port (0 picks a free one)."""
 
 
@@ -350,8 +350,9 @@ def _coerce(f: dataclasses.Field[Any], raw: Any, key: str) -> Any:
             raw = int(raw)
         if not isinstance(raw, int):
             raise PolicyError(f"{key}: expected a whole number, got {raw!r}")
-        if raw < (0 if key == "http.port" else 1):
-            raise PolicyError(f"{key}: must be at least 1, got {raw}")
+        minimum = f.metadata.get("min", 1)
+        if raw < minimum:
+            raise PolicyError(f"{key}: must be at least {minimum}, got {raw}")
         return raw
     if expected is str:
         if not isinstance(raw, str):
