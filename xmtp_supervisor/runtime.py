@@ -346,7 +346,8 @@ class Supervisor:
         message, so the cursor never passes a message that was not handled."""
         try:
             await self.network.sync_conversation(conversation_id)
-            earlier = await self.network.fetch_after(conversation_id, self._since_ns)
+            earlier = await self.network.fetch_after(conversation_id,
+                                                     self.read_from(conversation_id))
         except Exception as exc:
             self.rpc("catch_up", False)
             self.log.warning("new_conversation_catch_up_failed", error=type(exc).__name__)
@@ -360,8 +361,10 @@ class Supervisor:
     def now(self) -> float:
         return self.clock.now()
 
-    def since_ns(self) -> int:
-        return self._since_ns
+    def read_from(self, conversation_id: str) -> int:
+        start = self.path.lookback_from(conversation_id)
+        # never before the first start: the window must not reach into older history
+        return self._since_ns if start is None else max(start, self._since_ns)
 
     def stream_callbacks(
         self,

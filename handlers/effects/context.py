@@ -27,8 +27,9 @@ class EffectContext(Protocol):
         """The runtime's one clock (seconds)."""
         ...
 
-    def since_ns(self) -> int:
-        """Conversations with no cursor yet are caught up from this wall-clock time (ns)."""
+    def read_from(self, conversation_id: str) -> int:
+        """Where a catch-up of this conversation starts (ns): the lookback window behind its
+        cursor, but never before the agent's first start ever (older history is not replayed)."""
         ...
 
     def seen_times(self) -> dict[str, int]:

@@ -52,8 +52,7 @@ async def _fetch(ctx: EffectContext, kind: str, *, full: bool) -> int:
     ctx.rpc(kind, True)
     missed = 0
     for conversation_id in conversation_ids:
-        start = ctx.path.lookback_from(conversation_id)
-        after = start if start is not None else ctx.since_ns()
+        after = ctx.read_from(conversation_id)
         for message in await ctx.network.fetch_after(conversation_id, after):
             ctx.note_seen(conversation_id, message.sent_at_ns)
             verdict = await ctx.path.submit(message)

@@ -137,6 +137,23 @@ async def test_a_failed_open_releases_the_hold(rig: Rig) -> None:
     assert rig.sup.held_inbound() is None  # nothing waits for a catch-up that never comes
 
 
+async def test_history_from_before_the_first_start_is_never_replayed(rig: Rig) -> None:
+    """A conversation whose history predates the agent: its first catch-up starts at the first
+    start, and neither the lookback window of later catch-ups nor the first live message of
+    the conversation reaches back into that history."""
+    first_start = rig.sup.read_from("c2")
+    rig.net.kill_streams()
+    rig.net.deliver("c2", "history", first_start - 60 * 10**9)
+    rig.say("c2", "new")
+    await rig.advance(1)  # reconnect: the catch-up finds c2
+    rig.say("c2", "live")  # the stream shows c2 for the first time: its own catch-up runs
+    await rig.advance(1)
+    rig.net.kill_streams()
+    await rig.advance(1)  # another catch-up over the lookback window behind c2's cursor
+    assert [t for c, t in rig.net.sent if c == "c2"] == ["new", "live"]
+    assert rig.sup.read_from("c2") == first_start  # the window is clamped, not shifted
+
+
 async def test_silent_stream_is_caught_by_the_next_sync(rig: Rig) -> None:
     for stream in rig.net.streams:
         stream.silent = True
