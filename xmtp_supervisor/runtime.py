@@ -434,17 +434,12 @@ class Supervisor:
             self.hooks.rpc(kind, ok)
 
     def health(self) -> dict[str, Any]:
-        report: dict[str, Any] = {
-            "dedup_size": len(self.path.dedup),
-            "backlog": self.path.backlog,
-            "outbox_pending": self.outbox.pending,
-            "inbound_queued": self._inbound_rx.statistics().current_buffer_used,
-            "timers_armed": self._scheduler.armed,
-            "recent_transitions": len(self.recent),
-        }
-        if self.hooks.health is not None:
-            report.update(self.hooks.health())
-        return report
+        return self.hooks.health() if self.hooks.health is not None else {}
+
+    @property
+    def inbound_queued(self) -> int:
+        """Stream messages not yet taken by the message path (held during a catch-up)."""
+        return self._inbound_rx.statistics().current_buffer_used
 
     def alert(self, reason: str, detail: dict[str, Any]) -> None:
         if self.hooks.alert is not None:

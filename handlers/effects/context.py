@@ -71,7 +71,8 @@ class EffectContext(Protocol):
         ...
 
     def health(self) -> dict[str, Any]:
-        """Sizes of every bounded structure and the process RSS, for the health check."""
+        """The health check's report: ``rss_bytes`` and ``over_ceiling`` (the service's hook also
+        records the size of every bounded structure as a metric); empty without a hook."""
         ...
 
     def alert(self, reason: str, detail: dict[str, Any]) -> None: ...
