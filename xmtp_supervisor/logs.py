@@ -305,13 +305,15 @@ def build_processors(
     if transition_sink is not None:
         chain.append(transition_sink)
     chain.append(order_keys)
-    if renderer is None:
-        if policy.logging.env == "production":
-            renderer = structlog.processors.JSONRenderer(default=str)
-        else:
-            renderer = structlog.dev.ConsoleRenderer(colors=colors)
-    chain.append(renderer)
+    chain.append(renderer if renderer is not None else _renderer(policy, colors))
     return chain
+
+
+def _renderer(policy: Policy, colors: bool) -> Processor:
+    """JSON lines in production, readable console lines in development."""
+    if policy.logging.env == "production":
+        return structlog.processors.JSONRenderer(default=str)
+    return structlog.dev.ConsoleRenderer(colors=colors)
 
 
 _FIRST_KEYS = ("timestamp", "level", "logger", "event")
@@ -384,11 +386,6 @@ def configure_logging(
 def _route_stdlib(policy: Policy, stream: TextIO, environ: Mapping[str, str] | None) -> None:
     """Third-party libraries log through stdlib logging; give them the same format and redaction
     (rate limiting is not applied to them: a Formatter cannot drop a record)."""
-    renderer: Processor = (
-        structlog.processors.JSONRenderer(default=str)
-        if policy.logging.env == "production"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.stdlib.add_logger_name,
@@ -399,7 +396,7 @@ def _route_stdlib(policy: Policy, stream: TextIO, environ: Mapping[str, str] | N
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             make_redactor(policy, environ),
-            renderer,
+            _renderer(policy, colors=False),
         ],
     )
     handler = logging.StreamHandler(stream)

@@ -77,7 +77,6 @@ def build_service(
                 notifier.stopping(f"shutting down: {record['event']}")  # STOPPING=1 at once
             else:
                 notifier.on_state(record["dest"], record["event"])
-        metrics.set_restarts_in_window(sup.core.restarts_in_window())
         metrics.set_consecutive_failures(sup.core.book.rpc_failures)
 
     def rpc(kind: str, ok: bool) -> None:

@@ -320,15 +320,6 @@ class Store:
         ).fetchall()
         return [OutboxEntry(*row) for row in rows]
 
-    def outbox_entry(self, entry_id: int) -> OutboxEntry | None:
-        """One outbox row, whatever its state."""
-        row = self._conn.execute(
-            "SELECT id, conversation_id, text, idempotency_key, attempts, next_attempt_at, state "
-            "FROM outbox WHERE id = ?",
-            (entry_id,),
-        ).fetchone()
-        return OutboxEntry(*row) if row else None
-
     def outbox_mark_sent(self, entry_id: int, attempts: int) -> None:
         """The send was confirmed: never send this entry again."""
         with self._conn:

@@ -32,8 +32,6 @@ from xmtp_supervisor.inbound import InboundMessage
 INSTALLATION_LIMIT = 10
 """Installations per inbox allowed by the network (libxmtp #1106)."""
 
-TEXT_TYPE = "xmtp.org/text"
-
 
 _ALL_CONVERSATIONS = xmtpv3.FfiListConversationsOptions(
     created_after_ns=None, created_before_ns=None, last_activity_before_ns=None,
@@ -102,8 +100,8 @@ class ClientSettings:
                 "XMTP_WALLET_KEY is not set: export the agent's wallet private key (0x + 64 hex) "
                 "to run against a network, or try `xmtp-supervisor demo`, which needs no wallet"
             )
-        body = key[2:] if key.startswith("0x") else key
-        if len(body) != 64 or any(c not in "0123456789abcdefABCDEF" for c in body):
+        body = _hex64(key)
+        if body is None:
             raise ConfigError("XMTP_WALLET_KEY: expected a private key of 64 hex digits "
                               "(optionally 0x-prefixed); the value is not shown")
         env = env_vars.get("XMTP_ENV", "dev").strip() or "dev"
@@ -111,11 +109,9 @@ class ClientSettings:
             raise ConfigError(f"XMTP_ENV: must be local, dev or production, got {env!r}")
         db_dir = env_vars.get("XMTP_DB_DIRECTORY", "").strip() or None
         db_key = env_vars.get("XMTP_DB_ENCRYPTION_KEY", "").strip() or None
-        if db_key is not None:
-            hex_body = db_key[2:] if db_key.startswith("0x") else db_key
-            if len(hex_body) != 64 or any(c not in "0123456789abcdefABCDEF" for c in hex_body):
-                raise ConfigError("XMTP_DB_ENCRYPTION_KEY: expected 32 bytes as 64 hex digits; "
-                                  "the value is not shown")
+        if db_key is not None and _hex64(db_key) is None:
+            raise ConfigError("XMTP_DB_ENCRYPTION_KEY: expected 32 bytes as 64 hex digits; "
+                              "the value is not shown")
         if env != "local" and (db_dir is None or db_key is None):
             missing = " and ".join(
                 name for name, value in (("XMTP_DB_DIRECTORY", db_dir),
@@ -357,3 +353,11 @@ class XmtpNetwork:
 
     async def close(self) -> None:
         self._conversations.clear()
+
+
+def _hex64(value: str) -> str | None:
+    """The 64 hex digits of a wallet or database key (optionally 0x-prefixed), or None."""
+    body = value[2:] if value.startswith("0x") else value
+    if len(body) == 64 and all(c in "0123456789abcdefABCDEF" for c in body):
+        return body
+    return None

@@ -4,6 +4,7 @@ the stream, flush the cursors."""
 from __future__ import annotations
 
 from fsm.table import Event
+from handlers.effects import close_stream
 from handlers.effects.context import EffectContext, Outcome
 
 
@@ -14,7 +15,5 @@ async def run(ctx: EffectContext) -> Outcome:
     result = await ctx.path.drain(budget)
     # replies still pending stay in the store and are resumed by the next start
     await ctx.outbox.drain(max(0.0, budget - (ctx.now() - started)))
-    stream = ctx.set_stream(None)
-    if stream is not None:
-        await stream.close()
+    await close_stream.run(ctx)
     return Event.DRAINED, {"finished": result.finished, "cut": result.cut}
