@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +110,6 @@ class Recorder:
     raise_on: set[int] = field(default_factory=set)
     hang_on: set[int] = field(default_factory=set)
     slow: dict[int, Callable[[], Awaitable[None]]] = field(default_factory=dict)
-    started: set[int] = field(default_factory=set)
     delay: float = 0.0
     """Seconds every handler call takes (a slow agent builds a backlog)."""
     foreign: list[str] = field(default_factory=list)
@@ -129,7 +128,6 @@ class Recorder:
             self.calls[n] += 1
             m = ctx.message
             self.seen[n].append((m.conversation_id[:8], m.id[:8], m.sent_at_ns))
-            self.started.add(n)
             self.order[ctx.conversation_id].append(n)
             if n in self.hang_on:
                 await anyio.sleep_forever()
@@ -168,9 +166,6 @@ class Rig:
             out.append(n)
         return out
 
-    def left_state(self, state: str, since: float) -> bool:
-        return any(at >= since and s != state for at, s in self.states)
-
     async def wait_handled(self, numbers: list[int] | set[int], timeout: float = 30.0) -> None:
         await until(lambda: all(self.rec.calls[n] for n in numbers), timeout,
                     lambda: f"not handled: {sorted(n for n in numbers if not self.rec.calls[n])}")
@@ -178,25 +173,11 @@ class Rig:
     async def peer_echoes(self) -> Counter[int]:
         echoes: Counter[int] = Counter()
         for conversation in self.conversations:
-            await xmtp_compat.sync_conversation(conversation)
-            for raw in await xmtp_compat.ffi_of(conversation).find_messages(LIST_ALL):
-                try:  # one case sends content nobody can decode, the peer included
-                    content = self.peer._decode_message(raw).content
-                except Exception:
-                    continue
-                if isinstance(content, str):
-                    n = number_of(content, "echo:")
-                    if n is not None:
-                        echoes[n] += 1
+            echoes.update(await echo_counts(self.peer, conversation))
         return echoes
 
     async def wait_echoes(self, numbers: set[int], timeout: float = 30.0) -> Counter[int]:
-        deadline = time.monotonic() + timeout
-        while True:
-            echoes = await self.peer_echoes()
-            if all(echoes[n] for n in numbers) or time.monotonic() > deadline:
-                return echoes
-            await anyio.sleep(0.3)
+        return await wait_for_echoes(self.peer_echoes, numbers, timeout)
 
     async def settle(self, numbers: list[int]) -> None:
         """Wait until ``numbers`` are handled and their echoes reached the peer, so no reply is
@@ -432,11 +413,24 @@ async def dm_when_ready(peer: xmtp.Client, address: str, timeout: float = 40.0) 
             await anyio.sleep(0.3)
 
 
+async def wait_for_echoes(
+    count: Callable[[], Awaitable[Counter[int]]], numbers: Iterable[int], timeout: float
+) -> Counter[int]:
+    """Poll ``count`` until every one of ``numbers`` was echoed or ``timeout`` passed; returns
+    the last counts (the caller asserts on them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        echoes = await count()
+        if all(echoes[n] for n in numbers) or time.monotonic() > deadline:
+            return echoes
+        await anyio.sleep(0.3)
+
+
 async def echo_counts(peer: xmtp.Client, conversation: Any) -> Counter[int]:
     await xmtp_compat.sync_conversation(conversation)
     echoes: Counter[int] = Counter()
     for raw in await xmtp_compat.ffi_of(conversation).find_messages(LIST_ALL):
-        try:
+        try:  # one case sends content nobody can decode, the peer included
             content = peer._decode_message(raw).content
         except Exception:
             continue

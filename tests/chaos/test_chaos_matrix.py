@@ -34,6 +34,7 @@ from chaos_harness import (
     scaled_policy,
     supervised,
     until,
+    wait_for_echoes,
 )
 from xmtp_bindings import xmtpv3
 
@@ -204,7 +205,7 @@ async def reply_while_down(rig: Rig) -> None:
     down = anyio.Event()
     rig.rec.slow[2] = down.wait  # message 2's handler replies only once the node is down
     await rig.send(3)
-    await until(lambda: 2 in rig.rec.started, 15, lambda: "message 2 not started")
+    await until(lambda: 2 in rig.rec.calls, 15, lambda: "message 2 not started")
     await rig.settle([0, 1])
     rig.node.stop()
     down.set()
@@ -263,12 +264,7 @@ def test_flapping_24_virtual_hours() -> None:
 
 async def _echoes_settled(ap: AgentProcess, peer: Any, dm: Any, numbers: list[int],
                           timeout: float = 30.0) -> Counter[int]:
-    deadline = anyio.current_time() + timeout
-    while True:
-        echoes = await echo_counts(peer, dm)
-        if all(echoes[n] for n in numbers) or anyio.current_time() > deadline:
-            break
-        await anyio.sleep(0.3)
+    await wait_for_echoes(lambda: echo_counts(peer, dm), numbers, timeout)
     await anyio.sleep(0.5)  # a duplicate would show up now
     return await echo_counts(peer, dm)
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 import xmtp
-from devnode_helpers import ClientFactory, address_of, watch_all_messages
+from devnode_helpers import ClientFactory, address_of, texts, watch_all_messages
 
 from devnode import DevNode
 from xmtp_supervisor import xmtp_compat
@@ -16,8 +16,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
 async def texts_of(conversation: xmtp.Conversation) -> list[object]:
     await xmtp_compat.sync_conversation(conversation)
-    messages = await xmtp_compat.list_messages(conversation)
-    return [message.content for message in messages if isinstance(message.content, str)]
+    return list(texts(await xmtp_compat.list_messages(conversation)))
 
 
 async def test_register_dm_send_stream_sync_reply(
@@ -125,7 +124,7 @@ async def test_sent_after_filter_and_order(make_client: ClientFactory) -> None:
     assert [m.content for m in later if isinstance(m.content, str)] == ["two", "three"]
 
 
-async def test_restart_keeps_data_and_port(tmp_path: object, make_client: ClientFactory) -> None:
+async def test_restart_keeps_data_and_port(tmp_path: object) -> None:
     with DevNode(db_path=f"{tmp_path}/node.db") as node:
         alice = await xmtp_compat.create_client(api_url=node.url)
         bob = await xmtp_compat.create_client(api_url=node.url)

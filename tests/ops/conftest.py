@@ -10,7 +10,7 @@ import secrets
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import structlog
@@ -39,7 +39,6 @@ class Captured:
     clock: Clock
     wallet_key: str
     db_key: str
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def text(self) -> str:

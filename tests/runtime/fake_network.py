@@ -17,10 +17,8 @@ class FakeStream:
         self.net, self.on_message = net, on_message
         self.on_error, self.on_close = on_error, on_close
         self.silent = False
-        self.closed = False
 
     async def close(self) -> None:
-        self.closed = True
         if self in self.net.streams:
             self.net.streams.remove(self)
 
