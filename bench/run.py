@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -445,7 +445,7 @@ def profile_replay(days: int, tmp: Path) -> str:
 # -- figures 4 and 5: against the devnode with real clients --------------------------------------
 
 
-def scaled_policy(scale: float, **breaker: str) -> Policy:
+def scaled_policy(scale: float) -> Policy:
     """Every schedule interval divided by ``scale``; latency bounds (open/probe timeouts, drain)
     stay real because the network's latency is not scaled."""
     timers = Policy().timers
@@ -461,7 +461,6 @@ def scaled_policy(scale: float, **breaker: str) -> Policy:
         "backoff_initial": f"{b.backoff_initial / scale:.6f}s",
         "backoff_max": f"{b.backoff_max / scale:.6f}s",
         "healthy_reset_after": f"{b.healthy_reset_after / scale:.6f}s",
-        **breaker,
     }
     return Policy().with_overrides({"timers": scaled, "breaker": breaker_values,
                                     "http": {"enabled": False}})
@@ -518,6 +517,7 @@ async def peer_rpcs_per_message(rig: NodeRig, n: int = 20) -> float:
 async def run_supervisor(rig: NodeRig, policy: Policy, router: Router, store_name: str,
                          body: Callable[[Any], Awaitable[None]], grace_ns: int) -> None:
     from xmtp_supervisor.runtime import Supervisor
+    from xmtp_supervisor.service import wait_for_state
     from xmtp_supervisor.xmtp_adapter import XmtpNetwork
 
     store = Store(rig.tmp / store_name)
@@ -525,7 +525,7 @@ async def run_supervisor(rig: NodeRig, policy: Policy, router: Router, store_nam
     sup.missed_grace_ns = grace_ns
     async with anyio.create_task_group() as tg:
         tg.start_soon(sup.run)
-        await wait_state(sup, "streaming", 30)
+        await wait_for_state(sup, {"streaming"}, 30)
         await body(sup)
         sup.request_shutdown()
         with anyio.move_on_after(20):
@@ -533,14 +533,6 @@ async def run_supervisor(rig: NodeRig, policy: Policy, router: Router, store_nam
                 await anyio.sleep(0.05)
         tg.cancel_scope.cancel()
     store.close()
-
-
-async def wait_state(sup: Any, state: str, timeout: float) -> bool:
-    with anyio.move_on_after(timeout):
-        while sup.state != state:
-            await anyio.sleep(0.01)
-        return True
-    return False
 
 
 async def fixed_schedule(rig: NodeRig, sync_every: float, health_every: float,
@@ -570,13 +562,12 @@ async def fixed_schedule(rig: NodeRig, sync_every: float, health_every: float,
     await stream.close()
 
 
-async def setup_node(tmp: Path) -> AsyncGenerator[NodeRig, None]:
+@contextlib.asynccontextmanager
+async def setup_node(tmp: Path) -> AsyncIterator[NodeRig]:
     from devnode import DevNode
     from xmtp_supervisor import xmtp_compat
 
-    node = DevNode()
-    node.start()
-    try:
+    with DevNode() as node:
         agent = await xmtp_compat.create_client(api_url=node.url)
         peer = await xmtp_compat.create_client(api_url=node.url)
         inbox_id, ffi = agent.inbox_id, agent._client
@@ -584,8 +575,6 @@ async def setup_node(tmp: Path) -> AsyncGenerator[NodeRig, None]:
         groups = [await xmtp_compat.new_group(peer, [inbox_id]) for _ in range(CONVERSATIONS)]
         await ffi.conversations().sync()
         yield NodeRig(node, agent, peer, groups, tmp)
-    finally:
-        node.close()
 
 
 async def figure1c(report: Report, rig: NodeRig, n: int) -> None:
@@ -612,12 +601,12 @@ def rpc_per_hour(window: Window, scale: float, subtract: float = 0.0) -> float:
 
 
 async def figures45(report: Report, window_s: float, recoveries: int, tmp: Path) -> None:
+    from xmtp_supervisor.service import wait_for_state
+
     scale = SCALE
     grace_ns = int(10e9 / scale)
     busy_every = 3600.0 / 120 / scale  # 120 messages per virtual hour
-    gen = setup_node(tmp)
-    rig = await gen.__anext__()
-    try:
+    async with setup_node(tmp) as rig:
         per_msg = await peer_rpcs_per_message(rig)
         await figure1c(report, rig, 5_000)
         results: dict[str, dict[str, float]] = {}
@@ -711,7 +700,7 @@ async def figures45(report: Report, window_s: float, recoveries: int, tmp: Path)
                 if "backoff_delay" in r else None)
             await anyio.sleep(1.0)
             for k in range(recoveries):
-                if not await wait_state(sup, "streaming", 30):
+                if not await wait_for_state(sup, {"streaming"}, 30):
                     break
                 await anyio.sleep(0.5)
                 backoffs.clear()
@@ -739,8 +728,6 @@ async def figures45(report: Report, window_s: float, recoveries: int, tmp: Path)
             "fig 5: abort_streams() at the node, then the peer sends one message at once; "
             "recovered = that message handled (through catch-up or the new stream) and the "
             "state back to streaming; the jittered backoff the core chose is subtracted")
-    finally:
-        await gen.aclose()
 
 
 # -- main ----------------------------------------------------------------------------------------
