@@ -39,23 +39,29 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every sub-command is listed; only ``command``'s module is imported and adds its options
+    (``run`` and ``demo`` load libxmtp, which ``check-config`` or ``diagram`` should not pay for).
+    """
     parser = argparse.ArgumentParser(
         prog="xmtp-supervisor",
         description="Keep an XMTP agent alive: a table-driven state machine around the xmtp SDK.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command_parser)
-        command_parser.set_defaults(_module=module)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(command_parser)
+            command_parser.set_defaults(_module=module)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # the top level has no options but --help, so the first word that is not one is the command
+    command = next((word for word in args_list if not word.startswith("-")), None)
+    args = build_parser(command).parse_args(args_list)
     try:
         code: int = args._module.run(args)
     except PolicyError as exc:
