@@ -14,7 +14,6 @@ import heapq
 import math
 import signal
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,6 +33,7 @@ from handlers.effects.context import Outcome
 from xmtp_supervisor.inbound import InboundMessage
 from xmtp_supervisor.message_path import MessagePath
 from xmtp_supervisor.outbox import Outbox
+from xmtp_supervisor.status import TransitionHistory
 from xmtp_supervisor.store import Store
 from xmtp_supervisor.xmtp_adapter import Network, Stream
 
@@ -177,7 +177,7 @@ class Supervisor:
         self.handle_signals = handle_signals
         self.log = _log
         self.missed_grace_ns = MISSED_GRACE_NS
-        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_TRANSITIONS)
+        self.recent = TransitionHistory(RECENT_TRANSITIONS)
         self.core = SupervisorCore(
             policy, seed=time.time_ns() % 2**31 if seed is None else seed, record=self._record
         )
@@ -281,7 +281,7 @@ class Supervisor:
         self.post(event, {"timer": token})
 
     def _record(self, record: dict[str, Any]) -> None:
-        self.recent.append(record)
+        self.recent(record)
         if record["source"] != record["dest"]:
             self._state_since = self.clock.now()
             for scope in list(self._state_scopes):
@@ -480,7 +480,8 @@ class Supervisor:
 
     @property
     def state_reason(self) -> str:
-        return self.recent[-1]["event"] if self.recent else "starting"
+        last = self.recent.recent(1)
+        return last[0]["event"] if last else "starting"
 
     @property
     def counters(self) -> Mapping[str, int]:
@@ -490,7 +491,7 @@ class Supervisor:
         return counts
 
     def recent_transitions(self, n: int) -> list[dict[str, Any]]:
-        return list(self.recent)[-n:]
+        return self.recent.recent(n)
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -90,7 +90,7 @@ def build_service(
         sizes = {"dedup": len(sup.path.dedup), "outbox": sup.outbox.pending,
                  "transitions": len(sup.recent), "backlog": sup.path.backlog,
                  "inbound": sup.inbound_queued}
-        capacities = {"dedup": policy.dedup.max_ids, "transitions": sup.recent.maxlen or 0}
+        capacities = {"dedup": policy.dedup.max_ids, "transitions": sup.recent.maxlen}
         report = check_memory(metrics, policy, sizes, capacities)
         return {"rss_bytes": report.rss_bytes, "over_ceiling": report.over_ceiling}
 

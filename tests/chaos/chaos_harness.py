@@ -242,7 +242,7 @@ class Rig:
         assert len(sup.path.dedup) <= policy.dedup.max_ids
         assert sup.path.backlog == 0 and sup.path.in_flight == 0
         assert sup.outbox.pending == 0
-        assert sup.recent.maxlen is not None and len(sup.recent) <= sup.recent.maxlen
+        assert len(sup.recent) <= sup.recent.maxlen
         counters = sup.path.counters
         assert (counters.failed, counters.timed_out, counters.undecodable) == (
             failed, timed_out, undecodable)

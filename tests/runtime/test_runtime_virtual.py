@@ -82,6 +82,13 @@ async def test_opens_stream_echoes_and_shuts_down_cleanly(rig: Rig) -> None:
     assert rig.sup.state == State.STOPPED.value
 
 
+async def test_status_transitions_are_the_last_n_and_none_for_zero(rig: Rig) -> None:
+    assert [t["dest"] for t in rig.sup.recent_transitions(5)] == ["starting", "streaming"]
+    assert rig.sup.recent_transitions(1)[0]["dest"] == "streaming"
+    assert rig.sup.recent_transitions(0) == []  # /status?n=0 (it returned every one)
+    assert rig.sup.state_reason == "stream_opened"
+
+
 async def test_timers_fire_on_schedule_across_virtual_hours(rig: Rig) -> None:
     await rig.advance(3 * 3600)
     syncs = rig.net.calls.get("sync", 0)
