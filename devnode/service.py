@@ -273,6 +273,13 @@ class NodeService:
             inner.created_ns = row.created_ns
         return message
 
+    def _store_and_publish(self, table: str, prepared: list[tuple[bytes, bytes]]) -> None:
+        """Store every (topic, blob) and wake its subscribers; callers validate all first, so a
+        bad item in a batch stores none."""
+        for topic, blob in prepared:
+            row = self.store.append(table, topic, blob)
+            self.hub.publish(table, topic, row)
+
     def _page_response(
         self, response_type: str, envelope_type: str, table: str, topic: bytes, paging: Any
     ) -> Any:
@@ -417,9 +424,7 @@ class NodeService:
             if not key:
                 raise BadRequest("welcome message without installation_key")
             prepared.append((key, message.SerializeToString()))
-        for key, data in prepared:  # validate all, then store all
-            row = self.store.append(_WELCOME, key, data)
-            self.hub.publish(_WELCOME, key, row)
+        self._store_and_publish(_WELCOME, prepared)
         return schema.new("google.protobuf.Empty")
 
     def query_welcome_messages(self, request: Any) -> Any:
@@ -449,9 +454,7 @@ class NodeService:
             message.v1.sender_hmac = item.v1.sender_hmac
             message.v1.should_push = item.v1.should_push
             prepared.append((group_id, message.SerializeToString()))
-        for group_id, blob in prepared:
-            row = self.store.append(_GROUP, group_id, blob)
-            self.hub.publish(_GROUP, group_id, row)
+        self._store_and_publish(_GROUP, prepared)
         return schema.new("google.protobuf.Empty")
 
     def query_group_messages(self, request: Any) -> Any:
