@@ -403,9 +403,10 @@ async def _run(
 
     assert peer is not None
     handled = sup.path.counters.handled
-    ok = (exit_code == 0 and not result.lost and not result.duplicated
-          and handled == result.sent + result.other)
-    _summary(out, timeline, result, peer, sup.counters, sup.rpc_counts, node_counters, exit_code)
+    lost, duplicated = _losses(result, handled)
+    ok = exit_code == 0 and lost == 0 and duplicated == 0
+    _summary(out, timeline, result, peer, handled, lost, duplicated, sup.counters,
+             sup.rpc_counts, node_counters, exit_code)
     _recoveries(out, timeline, marks)
     print("RESULT: " + ("OK, 0 lost, 0 duplicated" if ok else "FAILED"), file=out, flush=True)
     return 0 if ok else 1
@@ -424,27 +425,34 @@ def _recoveries(out: TextIO, timeline: Timeline, marks: list[tuple[Fault, float,
     print(file=out, flush=True)
 
 
+def _losses(result: Tally, handled: int) -> tuple[int, int]:
+    """(lost, duplicated): what the peer's tally names, plus any gap between the handler calls
+    and what was sent (texts and membership messages)."""
+    expected = result.sent + result.other
+    return (len(result.lost) + max(0, expected - handled),
+            len(result.duplicated) + max(0, handled - expected))
+
+
 def _summary(
     out: TextIO,
     timeline: Timeline,
     result: Tally,
     peer: Peer,
+    handled: int,
+    lost: int,
+    duplicated: int,
     counters: Any,
     rpc_counts: dict[str, int],
     node_counters: dict[str, int],
     exit_code: int | None,
 ) -> None:
-    handled = int(counters.get("handled", 0))
-    expected = result.sent + result.other
-    duplicated = len(result.duplicated) + max(0, handled - expected)
     rows = [
         ("messages sent (published by the peer)", str(result.sent)),
         ("  peer send attempts that failed (retried)", str(peer.failures)),
         ("messages handled (agent)", f"{handled}  (expected {result.sent} texts + "
          f"{result.other} membership message{'s' if result.other != 1 else ''})"),
         ("replied (echoes seen by the peer)", str(result.echoed)),
-        ("lost", str(len(result.lost) + max(0, expected - handled))
-         + (f"  {', '.join(result.lost)}" if result.lost else "")),
+        ("lost", str(lost) + (f"  {', '.join(result.lost)}" if result.lost else "")),
         ("duplicated", str(duplicated)
          + (f"  {', '.join(result.duplicated)}" if result.duplicated else "")),
         ("re-reads dropped by dedup (lookback)", str(counters.get("deduplicated", 0))),
